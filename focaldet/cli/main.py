@@ -1,0 +1,66 @@
+"""The ``focaldet`` command. Each subcommand lives in its own module under ``focaldet.cli`` and
+exposes ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported lazily so
+``focaldet --help`` stays fast."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "train": ("focaldet.cli.train", "train a detector from a YAML config"),
+    "eval": ("focaldet.cli.evaluate", "evaluate a checkpoint: COCO stats, APr/APc/APf, per-class AP"),
+    "predict": ("focaldet.cli.predict", "draw detections on your own images and write COCO results"),
+    "compare": ("focaldet.cli.compare", "compare losses over several seeds with confidence intervals"),
+    "demo": ("focaldet.cli.demo", "the main job: compare focal, modified_focal and EFL on the embedded benchmark"),
+    "data": ("focaldet.cli.data", "make the embedded long-tailed benchmarks (lt-stamps, lt-digits)"),
+    "plot-losses": ("focaldet.cli.plot_losses", "plot loss and gradient against p_t for the loss family"),
+}
+
+
+from focaldet.errors import FocaldetError
+
+
+class CLIError(FocaldetError):
+    """A user-facing error of the command line itself (bad arguments, refused paths)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="focaldet", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (mod_name, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name == mod_name:  # subcommand not built yet
+                continue
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except FocaldetError as e:
+        print(f"focaldet {args.command}: error: {e}", file=sys.stderr)
+        hint = getattr(e, "hint", "")
+        if hint:
+            print(f"  hint: {hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"focaldet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

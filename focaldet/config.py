@@ -1,0 +1,379 @@
+"""Typed configuration: small YAML files mapped onto dataclasses.
+
+A config file has up to six sections: ``model``, ``loss``, ``data``, ``train``, ``runtime`` and
+``experiment``. Every key is checked on load: an unknown key, a wrong type or an out-of-range
+value raises :class:`ConfigError` naming the file and the dotted key. Command-line overrides use
+the same dotted names (``loss.gamma=1 train.epochs=6``); their values are parsed as YAML scalars.
+
+The ``loss`` section is special: besides ``name`` it holds the keyword parameters of that loss
+(``loss: {name: focal, gamma: 2, alpha: 0.25}``). They are validated against the loss's own
+signature by :func:`focaldet.losses.build_loss` when the loss is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from focaldet.errors import FocaldetError
+
+
+class ConfigError(FocaldetError, ValueError):
+    """A configuration problem; the message names the file and the dotted key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    """RetinaNet architecture (SPEC §4). Sizes in pixels of the network input."""
+
+    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
+    backbone_weights: Optional[str] = None  # None | "imagenet" (online only) | path to a state_dict
+    norm: str = "frozen_bn"  # frozen_bn | bn | gn
+    frozen_stages: int = 1  # ResNet stages whose weights are frozen (0 = none; stem counts as 1)
+    fpn_channels: int = 256
+    p6_from: str = "c5"  # c5 (paper) | p5 (torchvision v1)
+    head_depth: int = 4
+    head_width: int = 256
+    head_norm: Optional[str] = None  # None | gn
+    prior_prob: float = 0.01
+    anchor_sizes: Optional[list[float]] = None  # None → 32·2^(l−3) for P3..P7
+    anchor_scales: list[float] = field(default_factory=lambda: [1.0, 2 ** (1 / 3), 2 ** (2 / 3)])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.4
+    allow_low_quality_matches: bool = True
+    box_loss: str = "l1"  # l1 | smooth_l1 | giou
+    smooth_l1_beta: float = 0.1
+    box_loss_weight: float = 1.0
+    bbox_clamp: float = 4.135166556742356  # log(1000/16)
+    normalizer: str = "batch"  # batch | ema
+    normalizer_momentum: float = 0.9
+    score_thresh: float = 0.05
+    topk_candidates: int = 1000
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+    preset: Optional[str] = None  # None | torchvision_v1
+
+    def validate(self, where: str) -> None:
+        _choice(where, "backbone", self.backbone, ("resnet18", "resnet34", "resnet50", "resnet101"))
+        _choice(where, "norm", self.norm, ("frozen_bn", "bn", "gn"))
+        _choice(where, "p6_from", self.p6_from, ("c5", "p5"))
+        _choice(where, "box_loss", self.box_loss, ("l1", "smooth_l1", "giou"))
+        _choice(where, "normalizer", self.normalizer, ("batch", "ema"))
+        _range(where, "prior_prob", self.prior_prob, 0.0, 1.0, open_lo=True, open_hi=True)
+        _range(where, "fg_iou_thresh", self.fg_iou_thresh, 0.0, 1.0)
+        _range(where, "bg_iou_thresh", self.bg_iou_thresh, 0.0, self.fg_iou_thresh)
+        _range(where, "nms_thresh", self.nms_thresh, 0.0, 1.0)
+        _range(where, "score_thresh", self.score_thresh, 0.0, 1.0)
+        for name in ("head_depth",):
+            _range(where, name, getattr(self, name), 0, None)
+        for name in ("fpn_channels", "head_width", "topk_candidates", "detections_per_img"):
+            _range(where, name, getattr(self, name), 1, None)
+        _range(where, "frozen_stages", self.frozen_stages, 0, 5)
+
+
+@dataclass
+class LossConfig:
+    """The classification loss: ``name`` plus that loss's keyword parameters."""
+
+    name: str = "focal"
+    params: dict[str, Any] = field(default_factory=dict)
+    track_grad_stats: bool = True  # per-class G+/G- diagnostics for any sigmoid loss
+
+
+@dataclass
+class DataConfig:
+    """Where the images and COCO JSON files are, and how they are resized and batched."""
+
+    benchmark: Optional[str] = None  # None | lt-stamps | lt-digits: generated under `root` if missing
+    root: str = "data"  # base folder for relative paths below and for generated benchmarks
+    train_ann: Optional[str] = None
+    train_images: Optional[str] = None
+    val_ann: Optional[str] = None
+    val_images: Optional[str] = None
+    train_sizes: list[int] = field(default_factory=lambda: [800])  # short side, one drawn per image
+    max_size: int = 1333
+    test_size: int = 800
+    flip_prob: float = 0.5
+    size_divisibility: int = 128
+    batch_size: int = 2  # images per process
+    num_workers: int = 2
+    # generator settings, used when `benchmark` is set
+    gen_train: int = 600
+    gen_val: int = 150
+    gen_size: int = 288
+    gen_seed: int = 0
+    # long-tail groups: classes with ≤ rare_max training images are rare, ≤ common_max common
+    rare_max: Optional[int] = None  # None → scaled from LVIS's 10/100 to the dataset
+    common_max: Optional[int] = None
+
+    def validate(self, where: str) -> None:
+        if self.benchmark is not None:
+            _choice(where, "benchmark", self.benchmark, ("lt-stamps", "lt-digits", "auto"))
+        _range(where, "batch_size", self.batch_size, 1, None)
+        _range(where, "num_workers", self.num_workers, 0, None)
+        _range(where, "flip_prob", self.flip_prob, 0.0, 1.0)
+        _range(where, "max_size", self.max_size, 1, None)
+        _range(where, "test_size", self.test_size, 1, None)
+        _range(where, "size_divisibility", self.size_divisibility, 1, None)
+        if not self.train_sizes:
+            raise ConfigError(f"{where}: data.train_sizes must not be empty")
+        for s in self.train_sizes:
+            _range(where, "train_sizes[]", s, 1, None)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule (SPEC §4 recipe by default)."""
+
+    epochs: int = 12
+    max_iters: Optional[int] = None  # overrides epochs when set
+    base_lr: float = 0.01  # for `base_batch` images; scaled linearly to the real total batch
+    base_batch: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_factor: float = 0.001
+    milestones: list[float] = field(default_factory=lambda: [8, 11])  # epochs (or iters if max_iters)
+    lr_gamma: float = 0.1
+    grad_clip: Optional[float] = None  # max L2 norm of all gradients
+    amp: str = "none"  # none | fp16 | bf16 (CUDA; CPU ignores fp16)
+    eval_interval: int = 1  # epochs (or iters if max_iters) between evaluations; 0 = only at the end
+    ckpt_interval: int = 1  # epochs (or iters if max_iters) between checkpoints
+    keep_last: int = 3
+    nonfinite: str = "stop"  # stop | skip
+    max_nonfinite_skips: int = 10
+
+    def validate(self, where: str) -> None:
+        _range(where, "epochs", self.epochs, 1, None)
+        if self.max_iters is not None:
+            _range(where, "max_iters", self.max_iters, 1, None)
+        _range(where, "base_lr", self.base_lr, 0.0, None, open_lo=True)
+        _range(where, "base_batch", self.base_batch, 1, None)
+        _range(where, "momentum", self.momentum, 0.0, 1.0)
+        _range(where, "weight_decay", self.weight_decay, 0.0, None)
+        _range(where, "warmup_iters", self.warmup_iters, 0, None)
+        _range(where, "warmup_factor", self.warmup_factor, 0.0, 1.0)
+        _range(where, "lr_gamma", self.lr_gamma, 0.0, 1.0, open_lo=True)
+        if self.grad_clip is not None:
+            _range(where, "grad_clip", self.grad_clip, 0.0, None, open_lo=True)
+        _choice(where, "amp", self.amp, ("none", "fp16", "bf16"))
+        _choice(where, "nonfinite", self.nonfinite, ("stop", "skip"))
+        _range(where, "eval_interval", self.eval_interval, 0, None)
+        _range(where, "ckpt_interval", self.ckpt_interval, 1, None)
+        _range(where, "keep_last", self.keep_last, 1, None)
+
+
+@dataclass
+class RuntimeConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+    threads: Optional[int] = None  # torch intra-op threads on CPU (None = torch default)
+    work_dir: str = "runs/default"
+    log_interval: int = 20
+    resume: str = "none"  # none | auto | path to a checkpoint
+
+    def validate(self, where: str) -> None:
+        _range(where, "log_interval", self.log_interval, 1, None)
+        if self.threads is not None:
+            _range(where, "threads", self.threads, 1, None)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    source: str = "<defaults>"  # the file this config came from (not a YAML key)
+
+    def validate(self) -> "Config":
+        for sec in ("model", "data", "train", "runtime"):
+            getattr(self, sec).validate(f"{self.source}: {sec}")
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain, YAML-serialisable dict with the loss parameters flattened as in the files."""
+        d = {}
+        for f in fields(self):
+            if f.name == "source":
+                continue
+            d[f.name] = dataclasses.asdict(getattr(self, f.name))
+        loss = d["loss"]
+        params = loss.pop("params")
+        d["loss"] = {"name": loss["name"], **params, "track_grad_stats": loss["track_grad_stats"]}
+        return d
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig,
+            "runtime": RuntimeConfig}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def load_config(path: Union[str, os.PathLike, None] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Read a YAML config (or start from defaults when ``path`` is None), apply ``key=value``
+    overrides, check every key and value, and return a :class:`Config`."""
+    raw: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{source}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    for ov in overrides or []:
+        key, value = parse_override(ov)
+        _set_dotted(raw, key, value, f"override '{ov}'")
+    return config_from_dict(raw, source)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key=value, e.g. train.epochs=6")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def _set_dotted(d: dict, key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    cur = d
+    for part in parts[:-1]:
+        nxt = cur.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: '{part}' is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; valid: {sorted(SECTIONS)}")
+    kwargs = {}
+    for name, cls in SECTIONS.items():
+        sec = raw.get(name) or {}
+        if not isinstance(sec, dict):
+            raise ConfigError(f"{source}: section '{name}' must be a mapping, got {type(sec).__name__}")
+        if cls is LossConfig:
+            sec = dict(sec)
+            lname = sec.pop("name", "focal")
+            if not isinstance(lname, str):
+                raise ConfigError(f"{source}: loss.name must be a string, got {lname!r}")
+            track = sec.pop("track_grad_stats", True)
+            if not isinstance(track, bool):
+                raise ConfigError(f"{source}: loss.track_grad_stats must be true/false, got {track!r}")
+            params = sec.pop("params", {}) or {}
+            params.update(sec)
+            kwargs[name] = LossConfig(name=lname, params=params, track_grad_stats=track)
+        else:
+            kwargs[name] = _build_section(cls, sec, f"{source}: {name}")
+    cfg = Config(**kwargs, source=source)
+    return cfg.validate()
+
+
+def _build_section(cls, sec: dict, where: str):
+    valid = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in sec.items():
+        if key not in valid:
+            raise ConfigError(f"{where}.{key}: unknown key; valid keys: {', '.join(sorted(valid))}")
+        out[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**out)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+# --------------------------------------------------------------------------------------------
+# Checks used by the sections
+# --------------------------------------------------------------------------------------------
+def _choice(where: str, key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where}.{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _range(where, key, value, lo, hi, open_lo=False, open_hi=False) -> None:
+    bad = (lo is not None and (value < lo or (open_lo and value == lo))) or (
+        hi is not None and (value > hi or (open_hi and value == hi)))
+    if bad:
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        br = ("(" if open_lo else "[") + f"{lo_s}, {hi_s}" + (")" if open_hi else "]")
+        raise ConfigError(f"{where}.{key}: {value!r} is out of range {br}")
