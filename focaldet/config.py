@@ -38,7 +38,7 @@ class ModelConfig:
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
     backbone_weights: Optional[str] = None  # None | "imagenet" (online only) | path to a state_dict
     norm: str = "frozen_bn"  # frozen_bn | bn | gn
-    frozen_stages: int = 1  # ResNet stages whose weights are frozen (0 = none; stem counts as 1)
+    frozen_stages: int = 2  # ResNet stages frozen (0 = none; 1 = stem; 2 = stem + layer1, as torchvision/detectron2/mmdet)
     fpn_channels: int = 256
     p6_from: str = "c5"  # c5 (paper) | p5 (torchvision v1)
     head_depth: int = 4
@@ -51,6 +51,7 @@ class ModelConfig:
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.4
     allow_low_quality_matches: bool = True
+    crowd_ioa_thresh: Optional[float] = 0.5  # anchors with more of their area inside a crowd box are ignored
     box_loss: str = "l1"  # l1 | smooth_l1 | giou
     smooth_l1_beta: float = 0.1
     box_loss_weight: float = 1.0
@@ -73,6 +74,19 @@ class ModelConfig:
         _range(where, "fg_iou_thresh", self.fg_iou_thresh, 0.0, 1.0)
         _range(where, "bg_iou_thresh", self.bg_iou_thresh, 0.0, self.fg_iou_thresh)
         _range(where, "nms_thresh", self.nms_thresh, 0.0, 1.0)
+        if self.crowd_ioa_thresh is not None:
+            _range(where, "crowd_ioa_thresh", self.crowd_ioa_thresh, 0.0, 1.0)
+        if self.preset is not None:
+            _choice(where, "preset", self.preset, ("torchvision_v1",))
+        if self.anchor_sizes is not None and len(self.anchor_sizes) != 5:
+            raise ConfigError(f"{where}.anchor_sizes: need 5 base sizes (P3..P7), got {len(self.anchor_sizes)}")
+        for name in ("anchor_sizes", "anchor_scales", "aspect_ratios"):
+            for v in getattr(self, name) or []:
+                _range(where, f"{name}[]", v, 0.0, None, open_lo=True)
+        _range(where, "smooth_l1_beta", self.smooth_l1_beta, 0.0, None)
+        _range(where, "box_loss_weight", self.box_loss_weight, 0.0, None)
+        _range(where, "normalizer_momentum", self.normalizer_momentum, 0.0, 1.0)
+        _range(where, "bbox_clamp", self.bbox_clamp, 0.0, None, open_lo=True)
         _range(where, "score_thresh", self.score_thresh, 0.0, 1.0)
         for name in ("head_depth",):
             _range(where, name, getattr(self, name), 0, None)
@@ -105,6 +119,7 @@ class DataConfig:
     test_size: int = 800
     flip_prob: float = 0.5
     size_divisibility: int = 128
+    strict: bool = False  # degenerate / outside boxes: False = drop and count, True = DataError
     batch_size: int = 2  # images per process
     num_workers: int = 2
     # generator settings, used when `benchmark` is set
@@ -125,6 +140,8 @@ class DataConfig:
         _range(where, "max_size", self.max_size, 1, None)
         _range(where, "test_size", self.test_size, 1, None)
         _range(where, "size_divisibility", self.size_divisibility, 1, None)
+        if not isinstance(self.strict, bool):
+            raise ConfigError(f"{where}.strict: expected true/false, got {self.strict!r}")
         if not self.train_sizes:
             raise ConfigError(f"{where}: data.train_sizes must not be empty")
         for s in self.train_sizes:

@@ -1,0 +1,116 @@
+"""Arms of a comparison: which loss (and parameters) each group of runs trains with.
+
+An *arm* is one setting that is trained once per seed. Arms come from three places:
+
+- ``--losses focal,modified_focal`` — one arm per loss, with that loss's default parameters;
+- per-loss ``key=value`` arguments — ``modified_focal.gamma=1`` sets ``gamma`` for every arm of
+  that loss (``loss.*`` and the other config sections stay global: they apply to every arm);
+- ``--sweep focal.gamma=0,0.5,1`` — one arm per value (several ``--sweep`` flags add their arms
+  side by side; they are not crossed).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from focaldet.config import SECTIONS, parse_override
+from focaldet.errors import FocaldetError
+
+
+class CompareError(FocaldetError, ValueError):
+    """A problem with a comparison's arguments or its output folder."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trained setting.
+
+    ``name`` is unique within a comparison and safe as a folder name; ``params`` are the loss's
+    keyword parameters; ``overrides`` are further ``key=value`` config overrides of this arm only
+    (e.g. ``model.prior_prob=0.5`` for "no prior-probability init")."""
+
+    name: str
+    loss: str
+    params: dict = field(default_factory=dict)
+    overrides: tuple = ()
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "loss": self.loss, "params": dict(self.params),
+                "overrides": list(self.overrides), "label": self.title}
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def arm_name(loss: str, varied: dict) -> str:
+    """Folder-safe name: ``focal`` or ``focal-gamma0.5`` (only the swept keys appear)."""
+    parts = [loss] + [f"{k}{_fmt_value(v)}" for k, v in varied.items()]
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", "-".join(parts))
+
+
+def split_overrides(overrides: Iterable[str], loss_names: Iterable[str]) -> tuple[list[str], dict[str, dict]]:
+    """Separate global config overrides (``train.epochs=6``) from per-loss parameters
+    (``modified_focal.gamma=1``). Returns ``(global_overrides, {loss: {param: value}})``."""
+    loss_names = set(loss_names)
+    global_ov: list[str] = []
+    per_loss: dict[str, dict] = {}
+    for text in overrides:
+        key, value = parse_override(text)
+        head, _, rest = key.partition(".")
+        if head in SECTIONS:
+            global_ov.append(text)
+        elif head in loss_names and rest and "." not in rest:
+            per_loss.setdefault(head, {})[rest] = value
+        else:
+            raise CompareError(
+                f"override '{text}': '{head}' is neither a config section ({', '.join(SECTIONS)}) "
+                f"nor a loss being compared ({', '.join(sorted(loss_names)) or 'none'})",
+                hint="per-loss parameters look like modified_focal.gamma=1")
+    return global_ov, per_loss
+
+
+def parse_sweep(text: str) -> tuple[str, str, list]:
+    """``focal.gamma=0,0.5,1`` → ``("focal", "gamma", [0, 0.5, 1])``."""
+    if "=" not in text:
+        raise CompareError(f"--sweep '{text}': expected LOSS.PARAM=V1,V2,..., e.g. focal.gamma=0,0.5,1,2,5")
+    key, values = text.split("=", 1)
+    loss, _, param = key.strip().partition(".")
+    if not loss or not param or "." in param:
+        raise CompareError(f"--sweep '{text}': expected LOSS.PARAM=V1,V2,..., e.g. focal.gamma=0,0.5,1,2,5")
+    parsed = [parse_override(f"x={v}")[1] for v in values.split(",") if v.strip()]
+    if not parsed:
+        raise CompareError(f"--sweep '{text}': no values after '='")
+    return loss, param, parsed
+
+
+def build_arms(losses: Iterable[str], sweeps: Iterable[str] = (), per_loss: Optional[dict[str, dict]] = None) -> list[Arm]:
+    """Arms for ``--losses`` and ``--sweep``, each with the per-loss parameters of its loss."""
+    per_loss = per_loss or {}
+    arms: list[Arm] = []
+    for loss in losses:
+        loss = loss.strip()
+        if loss:
+            arms.append(Arm(name=arm_name(loss, {}), loss=loss, params=dict(per_loss.get(loss, {}))))
+    for text in sweeps:
+        loss, param, values = parse_sweep(text)
+        for v in values:
+            params = {**per_loss.get(loss, {}), param: v}
+            arms.append(Arm(name=arm_name(loss, {param: v}), loss=loss, params=params,
+                            label=f"{loss} {param}={_fmt_value(v)}"))
+    seen: dict[str, Arm] = {}
+    for a in arms:
+        if a.name in seen:
+            raise CompareError(f"arm '{a.name}' is listed twice (from --losses / --sweep)")
+        seen[a.name] = a
+    if not arms:
+        raise CompareError("nothing to compare: give --losses, --sweep or --preset")
+    return arms

@@ -1,0 +1,91 @@
+"""DataLoaders for training and evaluation, built from a :class:`focaldet.config.DataConfig`."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from focaldet.data.coco import CocoDetection
+from focaldet.data.collate import collate
+from focaldet.data.sampler import InferenceSampler, SeededBatchSampler, TrainSampler
+from focaldet.data.transforms import build_transforms
+from focaldet.errors import DataError, FocaldetError
+
+
+def build_dataset(cfg, train: bool) -> CocoDetection:
+    """The train or val :class:`CocoDetection` of ``cfg`` (a ``DataConfig``) with its transforms
+    and ``cfg.strict``; relative ``*_ann`` / ``*_images`` paths are taken relative to ``cfg.root``."""
+    split = "train" if train else "val"
+    ann, images = getattr(cfg, f"{split}_ann"), getattr(cfg, f"{split}_images")
+    if ann is None or images is None:
+        raise DataError(f"data.{split}_ann / data.{split}_images: not set (and no benchmark was generated)")
+    root = Path(cfg.root)
+    ann_path = Path(ann) if Path(ann).is_absolute() else root / ann
+    img_path = Path(images) if Path(images).is_absolute() else root / images
+    return CocoDetection(ann_path, img_path, build_transforms(cfg, train=train), strict=cfg.strict)
+
+
+class DetectionLoader(DataLoader):
+    """A ``DataLoader`` that re-raises a :class:`FocaldetError` from a worker process with its own
+    one-line message; torch would prepend the worker's traceback to it."""
+
+    def __iter__(self):
+        it = super().__iter__()
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except FocaldetError as e:
+                error = type(e)(_without_worker_traceback(e))
+                break
+            yield batch
+        del it  # stop the worker processes now, not when the traceback is freed
+        raise error from None
+
+
+def _without_worker_traceback(e: Exception) -> str:
+    text = str(e).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
+def _worker_init(worker_id: int) -> None:
+    # One intra-op thread per worker: several workers each using all cores only oversubscribe.
+    torch.set_num_threads(1)
+
+
+def _loader(dataset, batch_sampler, cfg, pin_memory: Optional[bool]) -> DetectionLoader:
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    workers = int(cfg.num_workers)
+    return DetectionLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+                      collate_fn=partial(collate, size_divisibility=cfg.size_divisibility),
+                      pin_memory=pin_memory, worker_init_fn=_worker_init if workers > 0 else None,
+                      persistent_workers=False)
+
+
+def build_train_loader(cfg, dataset, seed: int, rank: int = 0, world_size: int = 1, *,
+                       drop_last: bool = False, pin_memory: Optional[bool] = None) -> DataLoader:
+    """Training loader over ``dataset`` with ``cfg.batch_size`` images per rank.
+
+    ``loader.batch_sampler`` is a :class:`SeededBatchSampler`; call ``loader.batch_sampler.set_epoch(e)``
+    before each epoch, and save / restore ``loader.batch_sampler.state_dict(consumed)`` /
+    ``load_state_dict(...)`` to resume mid-epoch. Batches depend only on (seed, epoch, rank,
+    world_size), not on ``num_workers``.
+    """
+    sampler = TrainSampler(len(dataset), cfg.batch_size, seed, rank, world_size, drop_last=drop_last)
+    return _loader(dataset, SeededBatchSampler(sampler), cfg, pin_memory)
+
+
+def build_val_loader(cfg, dataset, rank: int = 0, world_size: int = 1, *,
+                     pin_memory: Optional[bool] = None) -> DataLoader:
+    """Evaluation loader: every image exactly once across ranks, in order within a rank (rank
+    ``r`` gets images ``r, r + world_size, ...``); no duplicates to remove."""
+    return _loader(dataset, InferenceSampler(len(dataset), cfg.batch_size, rank, world_size), cfg, pin_memory)

@@ -1,0 +1,216 @@
+"""Checkpoints: atomic writes, keep-last-K + best, safe loading, fallback to the last good file.
+
+A checkpoint is a plain dict (design.md "Engine"): ``format_version``, ``model``, ``optimizer``,
+``scheduler``, ``iter``, ``epoch``, ``sampler``, ``rng``, ``config``, ``class_names``, ``cat_ids``
+(plus ``scaler``, ``best_ap``, ``nonfinite_skips``). Everything in it is a tensor or a plain
+Python value, so it always loads with ``torch.load(weights_only=True)`` — a pickle that would run
+code is refused, never executed.
+
+Each file ``X.pt`` gets a sidecar ``X.pt.sha256``; a file whose digest does not match (a bit flip,
+a partial copy) or that does not load (truncated) is skipped with a warning in favour of the
+previous good one when resuming.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from focaldet.errors import CheckpointError
+from focaldet.utils.io import atomic_write_bytes, atomic_write_text
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "iter", "config", "class_names")
+# Model-config keys that change the parameters; a checkpoint trained with other values cannot load.
+ARCH_KEYS = ("backbone", "norm", "fpn_channels", "p6_from", "head_depth", "head_width", "head_norm",
+             "anchor_sizes", "anchor_scales", "aspect_ratios", "preset")
+_ITER_RE = re.compile(r"^iter_(\d+)\.pt$")
+
+
+# --------------------------------------------------------------------------------------------
+# RNG state as tensors / plain values (weights_only-safe)
+# --------------------------------------------------------------------------------------------
+def capture_rng_state() -> dict:
+    """Python, NumPy, torch CPU and CUDA generator states, as tensors and plain values."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": py_gauss},
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        else:
+            warnings.warn(f"checkpoint holds {len(cuda_states)} CUDA RNG states but "
+                          f"{torch.cuda.device_count()} GPUs are visible; CUDA RNG not restored")
+
+
+# --------------------------------------------------------------------------------------------
+# Save / load
+# --------------------------------------------------------------------------------------------
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_checkpoint(path: Union[str, os.PathLike], state: dict) -> Path:
+    """Write ``state`` atomically (temp file, flush, fsync, rename) plus its sha256 sidecar."""
+    buf = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **state}, buf)
+    data = buf.getvalue()
+    path = Path(path)
+    atomic_write_bytes(path, data)
+    atomic_write_text(_sidecar(path), hashlib.sha256(data).hexdigest() + "\n")
+    return path
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> dict:
+    """Load and check one checkpoint. Raises :class:`CheckpointError` naming the file when it is
+    missing, truncated, fails its checksum, is not a focaldet checkpoint, holds anything but
+    tensors and plain values, or comes from a newer format version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found",
+                              hint="pass the path of a .pt file written by 'focaldet train'")
+    data = path.read_bytes()
+    side = _sidecar(path)
+    if side.is_file():
+        expected = side.read_text().strip()
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise CheckpointError(f"{path}: checksum mismatch with {side.name} (file corrupt or partly written)")
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 — torch raises many types for bad files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unpickler" in str(e):
+            raise CheckpointError(f"{path}: refused to load: it contains Python objects other than "
+                                  f"tensors and plain values ({msg[:200]})",
+                                  hint="only load checkpoints written by focaldet from sources you trust") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {msg[:200]}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        raise CheckpointError(f"{path}: not a focaldet checkpoint (missing {', '.join(missing)})")
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format_version {version!r} is newer than this focaldet "
+                              f"supports ({FORMAT_VERSION})", hint="upgrade focaldet to load it")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, model_cfg: dict, num_classes: int, loss_name: str, path: Union[str, Path]) -> None:
+    """Raise :class:`CheckpointError` when ``ckpt`` was trained with another architecture, number
+    of classes or loss family than the config at hand, naming each differing key."""
+    problems = []
+    n_ckpt = len(ckpt["class_names"])
+    if n_ckpt != num_classes:
+        problems.append(f"number of classes {n_ckpt} in the checkpoint but {num_classes} in the dataset")
+    old = (ckpt.get("config") or {}).get("model", {})
+    for key in ARCH_KEYS:
+        if key in old and key in model_cfg and old[key] != model_cfg[key]:
+            problems.append(f"model.{key}={old[key]!r} in the checkpoint but {model_cfg[key]!r} in the config")
+    old_loss = (ckpt.get("config") or {}).get("loss", {}).get("name")
+    if old_loss is not None and old_loss != loss_name:
+        problems.append(f"loss.name={old_loss!r} in the checkpoint but {loss_name!r} in the config")
+    if problems:
+        raise CheckpointError(f"{path}: does not match the config: " + "; ".join(problems),
+                              hint="use the config the checkpoint was trained with (config.yaml in its run directory)")
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: Union[str, Path]) -> None:
+    """``load_state_dict(strict=True)`` with torch's size/key errors turned into one clear line."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:4]) if len(lines) > 1 else lines[0] if lines else ""
+        raise CheckpointError(f"{path}: model weights do not fit this model: {detail[:400]}",
+                              hint="use the config the checkpoint was trained with") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Run-directory bookkeeping
+# --------------------------------------------------------------------------------------------
+class CheckpointManager:
+    """``checkpoints/iter_XXXXXXX.pt`` (the last ``keep_last`` kept), ``last.pt`` and ``best.pt``."""
+
+    def __init__(self, directory: Union[str, os.PathLike], keep_last: int = 3):
+        self.dir = Path(directory)
+        self.keep_last = keep_last
+
+    def iter_files(self) -> list[Path]:
+        """Periodic checkpoints, newest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := _ITER_RE.match(p.name))]
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def save(self, state: dict, iteration: int, is_best: bool = False) -> Path:
+        path = save_checkpoint(self.dir / f"iter_{iteration:07d}.pt", state)
+        self._alias(path, self.dir / "last.pt")
+        if is_best:
+            self._alias(path, self.dir / "best.pt")
+        for old in self.iter_files()[self.keep_last:]:
+            for p in (old, _sidecar(old)):
+                p.unlink(missing_ok=True)
+        return path
+
+    @staticmethod
+    def _alias(src: Path, dst: Path) -> None:
+        """Make ``dst`` a copy of ``src`` atomically; a hard link costs no extra disk write."""
+        tmp = dst.with_name(f".{dst.name}.link.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+            os.replace(tmp, dst)
+            atomic_write_text(_sidecar(dst), _sidecar(src).read_text())
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            atomic_write_bytes(dst, src.read_bytes())
+            atomic_write_text(_sidecar(dst), _sidecar(src).read_text())
+
+    def latest_good(self, map_location: Any = "cpu") -> Optional[tuple[Path, dict]]:
+        """Newest checkpoint that loads and passes its checksum: ``last.pt`` first, then the
+        periodic files newest first; each bad one is reported with a warning. None when there is
+        none at all."""
+        candidates = [self.dir / "last.pt"] + self.iter_files()
+        errors = []
+        for p in candidates:
+            if not p.is_file():
+                continue
+            try:
+                ckpt = load_checkpoint(p, map_location)
+            except CheckpointError as e:
+                errors.append(str(e))
+                warnings.warn(f"skipping bad checkpoint: {e}", RuntimeWarning, stacklevel=2)
+                continue
+            if p.name == "last.pt":  # prefer a periodic file of the same iteration for messages
+                twin = self.dir / f"iter_{int(ckpt['iter']):07d}.pt"
+                if twin.is_file():
+                    p = twin
+            return p, ckpt
+        if errors:
+            raise CheckpointError(f"{self.dir}: no loadable checkpoint; " + " | ".join(errors))
+        return None

@@ -1,0 +1,101 @@
+"""Evaluation runner: inference over the val set (sharded over ranks, gathered on rank 0), COCO and
+long-tail metrics, and ``evaluate(cfg, weights)`` for ``focaldet eval``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from focaldet.config import Config
+from focaldet.engine import distributed
+from focaldet.utils.dist import get_rank, get_world_size, is_main_process
+
+
+@torch.no_grad()
+def run_inference(model: torch.nn.Module, dataset, cfg: Config, device: torch.device) -> list[dict]:
+    """COCO-format results (original image pixels, original category ids) of this rank's share of
+    ``dataset``, gathered from every rank; the full list on every rank."""
+    from focaldet.data.loader import build_val_loader
+    from focaldet.evaluation import outputs_to_coco_results
+
+    was_training = model.training
+    model.eval()
+    loader = build_val_loader(cfg.data, dataset, rank=get_rank(), world_size=get_world_size())
+    amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp == "bf16") else (
+        torch.float16 if device.type == "cuda" and cfg.train.amp == "fp16" else None)
+    results: list[dict] = []
+    for batch in loader:
+        batch = batch.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            outputs = model(batch.images, batch.image_sizes)
+        outputs = [{k: v.float() if v.is_floating_point() else v for k, v in o.items()} for o in outputs]
+        results.extend(outputs_to_coco_results(outputs, batch.image_ids, batch.scales, dataset.cat_ids))
+    model.train(was_training)
+    gathered = distributed.all_gather_objects(results)
+    return [r for part in gathered for r in part]
+
+
+def evaluate_model(model: torch.nn.Module, dataset, cfg: Config, device: torch.device,
+                   results_path: Optional[Union[str, Path]] = None, *,
+                   train_image_counts: Optional[list[int]] = None, num_train_images: Optional[int] = None):
+    """Run inference and score it against ``dataset.ann_file``. Returns the
+    :class:`~focaldet.evaluation.EvalResult` on rank 0 and None on the other ranks.
+
+    ``train_image_counts[label]``: training images per class, which define the rare / common /
+    frequent groups (``data.rare_max`` / ``data.common_max``, or thresholds scaled to
+    ``num_train_images``); None → the categories' own ``image_count`` / ``frequency`` fields."""
+    from focaldet.evaluation import evaluate_detections
+    from focaldet.utils.io import atomic_write_json
+
+    results = run_inference(model, dataset, cfg, device)
+    if not is_main_process():
+        return None
+    if results_path is not None:
+        atomic_write_json(results_path, results, indent=None)
+    counts = None
+    if train_image_counts is not None:
+        counts = {int(c): int(n) for c, n in zip(dataset.cat_ids, train_image_counts)}
+    return evaluate_detections(str(dataset.ann_file), results, rare_max=cfg.data.rare_max,
+                               common_max=cfg.data.common_max, image_counts=counts,
+                               num_train_images=num_train_images)
+
+
+def load_for_inference(cfg: Optional[Config], weights: Union[str, Path], device: torch.device):
+    """Build the model for ``weights``: from ``cfg`` when given (its architecture must match the
+    checkpoint's), else from the config stored in the checkpoint. Returns (model, cfg, ckpt)."""
+    from focaldet.config import config_from_dict
+    from focaldet.engine.checkpoint import check_compatible, load_checkpoint, load_model_state
+    from focaldet.model import build_model
+
+    ckpt = load_checkpoint(weights)
+    if cfg is None:
+        cfg = config_from_dict(ckpt["config"], source=f"{weights} (stored config)")
+    num_classes = len(ckpt["class_names"])
+    check_compatible(ckpt, cfg.to_dict()["model"], num_classes, cfg.loss.name, weights)
+    model = build_model(cfg, num_classes)
+    load_model_state(model, ckpt["model"], weights)
+    return model.to(device).eval(), cfg, ckpt
+
+
+def evaluate(cfg: Config, weights: Union[str, Path], *, results_path: Optional[Union[str, Path]] = None):
+    """Evaluate checkpoint ``weights`` on ``cfg``'s val set (``focaldet eval``). Returns the
+    :class:`EvalResult` (None on ranks other than 0). Checks that the val set has the classes the
+    checkpoint was trained on."""
+    from focaldet.data.loader import build_dataset
+    from focaldet.engine.checkpoint import CheckpointError
+    from focaldet.engine.trainer import resolve_data
+
+    device = distributed.setup(cfg.runtime.device)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    resolve_data(cfg)
+    val_set = build_dataset(cfg.data, train=False)
+    model, cfg, ckpt = load_for_inference(cfg, weights, device)
+    if [int(c) for c in ckpt.get("cat_ids", val_set.cat_ids)] != [int(c) for c in val_set.cat_ids]:
+        raise CheckpointError(f"{weights}: trained on category ids {ckpt.get('cat_ids')[:10]}… but "
+                              f"{val_set.ann_file} has {val_set.cat_ids[:10]}…",
+                              hint="evaluate on a dataset with the same categories")
+    return evaluate_model(model, val_set, cfg, device, results_path=results_path,
+                          train_image_counts=ckpt.get("class_image_counts"),
+                          num_train_images=ckpt.get("num_train_images"))

@@ -1,0 +1,133 @@
+"""``focaldet predict``: run a checkpoint on the user's own photos, draw the detections and write
+COCO-format results. Nothing is written outside ``out_dir``."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import torch
+
+from focaldet.errors import FocaldetError
+from focaldet.utils.io import atomic_write, atomic_write_json
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class PredictError(FocaldetError):
+    """Bad inputs or a refused output path for ``predict``."""
+
+
+def collect_inputs(inputs: Iterable[Union[str, Path]]) -> tuple[list[Path], int]:
+    """Files named directly, plus the image files (by suffix, sorted) directly inside named
+    directories. Returns (images, number of non-image files skipped in directories)."""
+    images, skipped = [], 0
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.iterdir()):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(f)
+                elif f.is_file():
+                    skipped += 1
+        elif p.is_file():
+            images.append(p)
+        else:
+            raise PredictError(f"{p}: no such file or directory", hint="pass image files or folders of images")
+    if not images:
+        raise PredictError("no images found in " + ", ".join(str(i) for i in inputs),
+                           hint=f"supported suffixes: {', '.join(sorted(IMAGE_SUFFIXES))}")
+    return images, skipped
+
+
+def safe_output_path(out_dir: Path, name: str) -> Path:
+    """``out_dir / name``, refused when it would resolve outside ``out_dir`` (``..``, an absolute
+    name, or an existing symlink pointing elsewhere)."""
+    root = out_dir.resolve()
+    target = (out_dir / name).resolve()
+    if target == root or root not in target.parents:
+        raise PredictError(f"refusing to write {out_dir / name}: it resolves to {target}, outside --out {root}")
+    return target
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    """Output base names: the input's stem, with ``_2``, ``_3``… for repeated stems."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in p.stem) or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+@torch.no_grad()
+def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_dir: Union[str, Path], *,
+            score_thresh: float = 0.3, device: str = "auto", test_size: Optional[int] = None,
+            draw: bool = True) -> dict:
+    """Detect objects in ``inputs`` (image files and/or folders) with checkpoint ``weights``.
+
+    Writes ``out_dir/<stem>.jpg`` (boxes with class name and score, those with score ≥
+    ``score_thresh``), ``out_dir/results.json`` (a COCO results list: ``image_id``,
+    ``category_id``, ``bbox`` xywh in original pixels, ``score`` — every detection the model keeps,
+    whatever its score) and ``out_dir/images.json`` (``{"images": [{id, file_name, width,
+    height}], "categories": [{id, name}]}``, the ids used in the results).
+    Returns ``{"images", "detections", "skipped", "results"}``.
+    """
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+    from torchvision.utils import draw_bounding_boxes
+    from PIL import Image
+
+    from focaldet.data.collate import collate
+    from focaldet.data.images import read_image
+    from focaldet.data.transforms import build_transforms
+    from focaldet.engine.distributed import setup
+    from focaldet.engine.evaluator import load_for_inference
+    from focaldet.evaluation import outputs_to_coco_results
+
+    out_dir = Path(out_dir)
+    images, skipped = collect_inputs(inputs)
+    if skipped:
+        warnings.warn(f"skipped {skipped} non-image file(s) in the input folder(s)", RuntimeWarning, stacklevel=2)
+    dev = setup(device)
+    model, cfg, ckpt = load_for_inference(None, weights, dev)
+    if test_size is not None:
+        cfg.data.test_size = int(test_size)
+    class_names, cat_ids = list(ckpt["class_names"]), [int(c) for c in ckpt.get("cat_ids") or range(len(ckpt["class_names"]))]
+    transform = build_transforms(cfg.data, train=False)
+    names = _unique_names(images)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = {n: safe_output_path(out_dir, n + ".jpg") for n in names}  # check all before writing any
+    results_path = safe_output_path(out_dir, "results.json")
+    images_path = safe_output_path(out_dir, "images.json")
+
+    records, all_results = [], []
+    for image_id, (path, name) in enumerate(zip(images, names), start=1):
+        image = read_image(path)
+        h, w = image.shape[-2:]
+        target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                  "crowd_boxes": torch.zeros(0, 4), "image_id": image_id, "orig_size": (h, w),
+                  "size": (h, w), "scale": 1.0}
+        resized, target = transform(image, target, np.random.default_rng(0))  # eval transforms draw nothing random
+        batch = collate([(resized, target)], size_divisibility=cfg.data.size_divisibility).to(dev)
+        out = model(batch.images, batch.image_sizes)
+        out = [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in out]
+        res = outputs_to_coco_results(out, batch.image_ids, batch.scales, cat_ids)
+        all_results.extend(res)
+        records.append({"id": image_id, "file_name": str(path), "width": int(w), "height": int(h)})
+        if draw:
+            keep = out[0]["scores"] >= score_thresh
+            boxes = out[0]["boxes"][keep] / batch.scales[0]
+            labels = [f"{class_names[int(l)]} {float(s):.2f}" for l, s in
+                      zip(out[0]["labels"][keep], out[0]["scores"][keep])]
+            drawn = draw_bounding_boxes(image, boxes, labels=labels, colors="red", width=max(2, min(h, w) // 200))
+            pil = Image.fromarray(drawn.permute(1, 2, 0).numpy())
+            atomic_write(targets[name], lambda fh: pil.save(fh, format="JPEG", quality=92))
+    cats = [{"id": c, "name": n} for c, n in zip(cat_ids, class_names)]
+    atomic_write_json(results_path, all_results)
+    atomic_write_json(images_path, {"images": records, "categories": cats})
+    return {"images": len(images), "detections": len(all_results), "skipped": skipped,
+            "results": str(results_path), "images_json": str(images_path), "out_dir": str(out_dir)}

@@ -1,0 +1,163 @@
+"""The machinery shared by the sigmoid losses: run a kernel from :mod:`.kernels` (compiled where
+possible), attach its precomputed gradient to the autograd graph, and feed :class:`GradStats`.
+
+Compilation: each dense kernel is compiled with ``torch.compile`` with the anchor dimension marked
+dynamic, so new anchor counts do not recompile (a new class count or a new scalar parameter value
+compiles once more; a training run uses one of each). If compiling fails (no C++
+compiler, an unsupported platform) the loss warns once and falls back to the eager path for the
+rest of the process. ``FOCALDET_COMPILE=0`` turns compilation off. Only float32 work is compiled;
+float64 inputs (gradcheck, references) run eagerly.
+
+The eager path never builds a one-hot target either: it evaluates every element as a negative and
+then overwrites the few positive elements with gather/scatter.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+from torch import Tensor
+
+from focaldet.losses import kernels
+from focaldet.losses.grad_stats import GradStats
+
+_compiled: dict = {}
+_compile_failed = False
+
+
+def compile_enabled() -> bool:
+    return os.environ.get("FOCALDET_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _compiled_dense(kernel: str):
+    fn = _compiled.get(kernel)
+    if fn is None:
+        fn = _compiled[kernel] = torch.compile(kernels.KERNELS[kernel][1], dynamic=None)
+    return fn
+
+
+def _dense_compiled(kernel, x, labels, quality, norm, track, consts):
+    global _compile_failed
+    torch._dynamo.maybe_mark_dynamic(x, 0)
+    torch._dynamo.maybe_mark_dynamic(labels, 0)
+    try:
+        return _compiled_dense(kernel)(x, labels, quality, norm, track, **consts)
+    except Exception as e:  # noqa: BLE001 - any compiler failure means: use eager from now on
+        _compile_failed = True
+        warnings.warn(f"focaldet.losses: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
+                      "using the eager loss kernels from now on (set FOCALDET_COMPILE=0 to skip compiling)",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _dense_eager(kernel, x, labels, quality, norm, pos_rows, pos_cols, track, consts, class_params):
+    """Every element as a negative, then the positive elements recomputed and scattered in."""
+    elem = kernels.KERNELS[kernel][0]
+    no = torch.zeros((), dtype=torch.bool, device=x.device)
+    loss, grad = elem(x, no, 0.0, **consts)
+    valid = (labels >= 0)[:, None]
+    loss = torch.where(valid, loss, 0.0)
+    grad = torch.where(valid, grad / norm, 0.0)
+    neg_abs = None
+    if track:
+        grad[pos_rows, pos_cols] = 0.0
+        neg_abs = grad.abs().sum(0)
+    pos_consts = {k: (v[pos_cols] if k in class_params else v) for k, v in consts.items()}
+    t = quality[pos_rows].to(x.dtype) if quality is not None else 0.0
+    yes = torch.ones((), dtype=torch.bool, device=x.device)
+    pos_loss, pos_grad = elem(x[pos_rows, pos_cols], yes, t, **pos_consts)
+    loss[pos_rows, pos_cols] = pos_loss
+    grad[pos_rows, pos_cols] = pos_grad / norm
+    return loss.sum() / norm, grad, neg_abs
+
+
+class _AttachGrad(torch.autograd.Function):
+    """Returns ``total`` and, in backward, ``grad_output * grad`` for the logits; optionally feeds
+    ``(pos_abs, neg_abs)`` to a :class:`GradStats` when backward actually runs."""
+
+    @staticmethod
+    def forward(ctx, logits, total, grad, pos_abs, neg_abs, stats):
+        ctx.save_for_backward(grad)
+        ctx.logits_dtype = logits.dtype
+        ctx.stats = (stats, pos_abs, neg_abs) if stats is not None else None
+        return total.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        if ctx.stats is not None:
+            stats, pos_abs, neg_abs = ctx.stats
+            stats.accumulate(pos_abs, neg_abs)
+        return (grad_output * grad).to(ctx.logits_dtype), None, None, None, None, None
+
+
+def as_normalizer(normalizer, device) -> Tensor:
+    if isinstance(normalizer, Tensor):
+        if normalizer.numel() != 1:
+            raise ValueError(f"normalizer must be a number or a 0-d tensor, got shape {tuple(normalizer.shape)}")
+        return normalizer.detach().reshape(()).to(device=device, dtype=torch.float32)
+    if isinstance(normalizer, bool) or not isinstance(normalizer, (int, float)) or not normalizer > 0:
+        raise ValueError(f"normalizer must be a positive number (the number of positive anchors, at least 1), "
+                         f"got {normalizer!r}")
+    return torch.tensor(float(normalizer), device=device)
+
+
+def check_inputs(name: str, logits: Tensor, labels: Tensor, num_outputs: int, quality=None,
+                 needs_quality=False, batch_index=None):
+    if logits.dim() != 2 or logits.shape[1] != num_outputs:
+        raise ValueError(f"loss '{name}': logits must have shape (N, {num_outputs}), got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"loss '{name}': logits must be floating point, got {logits.dtype}")
+    if labels.shape != (logits.shape[0],) or labels.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"loss '{name}': labels must be an int64 tensor of shape ({logits.shape[0]},), "
+                         f"got {labels.dtype} {tuple(labels.shape)}")
+    if needs_quality and quality is None:
+        raise ValueError(f"loss '{name}' needs quality= (the IoU target of each positive anchor)")
+    if quality is not None and quality.shape != (logits.shape[0],):
+        raise ValueError(f"loss '{name}': quality must have shape ({logits.shape[0]},), got {tuple(quality.shape)}")
+    if batch_index is not None and batch_index.shape != (logits.shape[0],):
+        raise ValueError(f"loss '{name}': batch_index must have shape ({logits.shape[0]},), "
+                         f"got {tuple(batch_index.shape)}")
+
+
+def compute_dtype(logits: Tensor) -> torch.dtype:
+    """float32 for half/bfloat16/float32 logits (SPEC: never compute a loss in half), float64 kept."""
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def sigmoid_loss(kernel: str, logits: Tensor, labels: Tensor, *, normalizer, consts: dict,
+                 class_params=(), quality=None, grad_stats: GradStats | None = None) -> Tensor:
+    """Sum of ``kernel``'s elementwise loss over non-ignored rows of ``logits (N, K)`` divided by
+    ``normalizer``, as a 0-d float32 tensor (float64 for float64 logits).
+
+    ``labels (N,)``: 0..K-1 foreground, K background, -1 ignored (values above K act as background).
+    ``consts``: the kernel's parameters, Python numbers or tensors; those named in ``class_params``
+    are per-class ``(K,)`` tensors. ``quality (N,)``: soft targets of positive rows.
+    """
+    dtype = compute_dtype(logits)
+    device = logits.device
+    track = grad_stats is not None
+    norm = as_normalizer(normalizer, device).to(dtype)
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        x = logits.detach().to(dtype)
+        labels = labels.detach().long()
+        consts = {k: (v.to(device=device, dtype=dtype) if isinstance(v, Tensor) else float(v))
+                  for k, v in consts.items()}
+        out = None
+        if dtype == torch.float32 and compile_enabled() and not _compile_failed and x.numel() > 0:
+            out = _dense_compiled(kernel, x, labels, quality, norm, track, consts)
+        need_pos = track or out is None
+        if need_pos:
+            pos_rows = ((labels >= 0) & (labels < x.shape[1])).nonzero().squeeze(1)
+            pos_cols = labels[pos_rows]
+        if out is None:
+            out = _dense_eager(kernel, x, labels, quality, norm, pos_rows, pos_cols, track, consts, set(class_params))
+        total, grad, neg_abs = out
+        pos_abs = None
+        if track:
+            pos_abs = torch.zeros(x.shape[1], dtype=torch.float32, device=device)
+            pos_abs.index_add_(0, pos_cols, grad[pos_rows, pos_cols].abs().float())
+    if not logits.requires_grad:
+        return total
+    return _AttachGrad.apply(logits, total, grad, pos_abs, neg_abs, grad_stats)

@@ -1,0 +1,110 @@
+"""ResNet backbones from torchvision's own definitions, returning C3, C4, C5 (strides 8, 16, 32)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from focaldet.errors import CheckpointError, FocaldetError
+
+# name -> (torchvision builder, weights enum, bottleneck?)
+RESNETS: dict[str, tuple[Callable, type, bool]] = {
+    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights, False),
+    "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights, False),
+    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights, True),
+    "resnet101": (torchvision.models.resnet101, torchvision.models.ResNet101_Weights, True),
+}
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels)
+
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "frozen_bn": FrozenBatchNorm2d,
+    "bn": nn.BatchNorm2d,
+    "gn": _group_norm,
+}
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet without its classifier; ``forward(x (B,3,H,W)) -> [C3, C4, C5]``.
+
+    Module names (``conv1``, ``bn1``, ``layer1`` … ``layer4``) are torchvision's, so its ImageNet
+    ``state_dict`` loads as is. ``frozen_stages``: 0 = nothing frozen, 1 = the stem, k ≥ 2 = the
+    stem and ``layer1`` … ``layer{k-1}`` (torchvision/detectron2/mmdetection default: 2).
+    ``weights``: None, ``"imagenet"`` (torchvision's IMAGENET1K_V1, downloaded by torchvision) or a
+    path to a saved torchvision ResNet ``state_dict``.
+    """
+
+    def __init__(self, name: str = "resnet50", norm: str = "frozen_bn", frozen_stages: int = 2,
+                 weights: Optional[str] = None):
+        super().__init__()
+        if name not in RESNETS:
+            raise FocaldetError(f"model.backbone: {name!r} is not one of {', '.join(RESNETS)}")
+        if norm not in NORMS:
+            raise FocaldetError(f"model.norm: {norm!r} is not one of {', '.join(NORMS)}")
+        builder, weights_enum, bottleneck = RESNETS[name]
+        net = builder(weights=None, norm_layer=NORMS[norm])
+        if weights is not None:
+            if norm == "gn":
+                raise FocaldetError(f"model.backbone_weights: ImageNet ResNet weights are for batch norm, "
+                                    f"not model.norm='gn'; use frozen_bn or bn, or no weights")
+            load_resnet_weights(net, weights, weights_enum)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        width = 4 if bottleneck else 1
+        self.out_channels = [128 * width, 256 * width, 512 * width]
+        self.frozen_stages = frozen_stages
+        stages = [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+        for stage in stages[:frozen_stages]:
+            stage.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c3, c4, c5]
+
+
+def load_resnet_weights(net: nn.Module, weights: str, weights_enum: type) -> None:
+    """Load ImageNet weights into a torchvision ResNet: ``"imagenet"`` through torchvision's weights
+    API (needs internet the first time), or a local ``state_dict`` file (``fc.*`` may be absent;
+    a ``module.`` prefix from DataParallel is stripped)."""
+    if weights == "imagenet":
+        state = weights_enum.IMAGENET1K_V1.get_state_dict(progress=True)
+        where = f"torchvision {weights_enum.__name__}.IMAGENET1K_V1"
+    else:
+        path = Path(weights).expanduser()
+        where = str(path)
+        if not path.is_file():
+            raise CheckpointError(f"{where}: model.backbone_weights file not found "
+                                  f"(expected 'imagenet' or a path to a ResNet state_dict)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated file, pickle with code, not a torch file
+            raise CheckpointError(f"{where}: cannot read backbone weights: {e}") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{where}: expected a state_dict (a mapping of tensors), got {type(state).__name__}")
+        state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    expected = net.state_dict()
+    missing = sorted(k for k in expected if not k.startswith("fc.") and k not in state
+                     and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state if k not in expected and not k.endswith("num_batches_tracked"))
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: not a {type(net).__name__} state_dict of this depth: "
+                              f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    for k, v in state.items():
+        if k in expected and expected[k].shape != v.shape:
+            raise CheckpointError(f"{where}: key '{k}' has shape {tuple(v.shape)}, "
+                                  f"the model expects {tuple(expected[k].shape)}")
+    net.load_state_dict(state, strict=False)

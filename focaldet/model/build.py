@@ -1,0 +1,63 @@
+"""``build_model(cfg, num_classes)``: a RetinaNet from the ``model`` and ``loss`` config sections."""
+from __future__ import annotations
+
+import dataclasses
+
+from focaldet.config import Config, ConfigError, ModelConfig
+from focaldet.model.anchors import AnchorGenerator, default_anchor_sizes, torchvision_anchor_sizes
+from focaldet.model.backbone import ResNetBackbone
+from focaldet.model.box_coder import BoxCoder
+from focaldet.model.fpn import FPN
+from focaldet.model.head import RetinaNetHead
+from focaldet.model.matcher import Matcher
+from focaldet.model.retinanet import RetinaNet
+
+# Values a preset puts in place of the defaults; fields a user set to a non-default value are kept.
+PRESETS: dict[str, dict] = {
+    # torchvision.models.detection.retinanet_resnet50_fpn (v1): P6 from P5, integer anchor sizes with
+    # rounded corners (see anchors.torchvision_anchor_sizes), 300 detections per image.
+    "torchvision_v1": {"p6_from": "p5", "detections_per_img": 300},
+}
+_DEFAULTS = ModelConfig()
+
+
+def resolve_preset(mc: ModelConfig) -> tuple[ModelConfig, list[list[float]], bool]:
+    """Apply ``mc.preset`` and return (resolved config, anchor sizes per level, round anchor corners)."""
+    if mc.preset is not None and mc.preset not in PRESETS:
+        raise ConfigError(f"model.preset: {mc.preset!r} is not one of {', '.join(PRESETS)}")
+    changes = {}
+    for key, value in PRESETS.get(mc.preset, {}).items():
+        if getattr(mc, key) == getattr(_DEFAULTS, key):
+            changes[key] = value
+    mc = dataclasses.replace(mc, **changes)
+    default_anchors = mc.anchor_sizes is None and mc.anchor_scales == _DEFAULTS.anchor_scales
+    if mc.preset == "torchvision_v1" and default_anchors:
+        return mc, torchvision_anchor_sizes(), True
+    return mc, default_anchor_sizes(mc.anchor_sizes, mc.anchor_scales), False
+
+
+def build_model(cfg: Config, num_classes: int) -> RetinaNet:
+    """RetinaNet for ``num_classes`` foreground classes, with the loss named in ``cfg.loss``
+    (kept as ``model.cls_loss`` so loss state such as EFL statistics is checkpointed with it)."""
+    from focaldet.losses import build_loss  # imported here: the loss family may import model helpers
+
+    if num_classes < 1:
+        raise ConfigError(f"{cfg.source}: the dataset has no classes (num_classes={num_classes})")
+    mc, sizes, round_corners = resolve_preset(cfg.model)
+    cls_loss = build_loss(cfg.loss.name, num_classes=num_classes, track_grad_stats=cfg.loss.track_grad_stats,
+                          **cfg.loss.params)
+    backbone = ResNetBackbone(mc.backbone, norm=mc.norm, frozen_stages=mc.frozen_stages,
+                              weights=mc.backbone_weights)
+    fpn = FPN(backbone.out_channels, mc.fpn_channels, p6_from=mc.p6_from)
+    anchor_generator = AnchorGenerator(sizes, mc.aspect_ratios, round_corners=round_corners)
+    head = RetinaNetHead(mc.fpn_channels, anchor_generator.num_anchors, num_classes, depth=mc.head_depth,
+                         width=mc.head_width, norm=mc.head_norm, prior_prob=mc.prior_prob,
+                         softmax=getattr(cls_loss, "family", "sigmoid") == "softmax")
+    return RetinaNet(backbone, fpn, head, anchor_generator, cls_loss, num_classes=num_classes,
+                     matcher=Matcher(mc.fg_iou_thresh, mc.bg_iou_thresh, mc.allow_low_quality_matches),
+                     box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0), clamp=mc.bbox_clamp), box_loss=mc.box_loss,
+                     smooth_l1_beta=mc.smooth_l1_beta, box_loss_weight=mc.box_loss_weight,
+                     normalizer=mc.normalizer, normalizer_momentum=mc.normalizer_momentum,
+                     crowd_ioa_thresh=mc.crowd_ioa_thresh, score_thresh=mc.score_thresh,
+                     topk_candidates=mc.topk_candidates, nms_thresh=mc.nms_thresh,
+                     detections_per_img=mc.detections_per_img)

@@ -1,0 +1,122 @@
+"""A tiny real comparison (2 losses × 2 seeds, a few iterations on the tiny benchmark): the report
+matches the runs' own result files, and an interrupted comparison resumes without redoing
+finished runs."""
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from focaldet.analysis.arms import CompareError, build_arms
+from focaldet.analysis.compare import compare
+from focaldet.analysis.runs import METRICS
+
+pytestmark = pytest.mark.timeout(300)
+
+TINY_CONFIG = """
+model: {{backbone: resnet18, fpn_channels: 32, head_depth: 1, head_width: 32, frozen_stages: 0, norm: bn}}
+loss: {{name: focal}}
+data:
+  train_ann: {train_ann}
+  train_images: {train_images}
+  val_ann: {val_ann}
+  val_images: {val_images}
+  train_sizes: [128]
+  max_size: 160
+  test_size: 128
+  batch_size: 4
+  num_workers: 0
+train: {{max_iters: 3, warmup_iters: 1, milestones: [2], eval_interval: 0, ckpt_interval: 3, base_lr: 0.01, base_batch: 4}}
+runtime: {{device: cpu, threads: 1, log_interval: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_benchmark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    cfg = root / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG.format(**{k: str(v) for k, v in tiny_benchmark._asdict().items()}))
+    arms = build_arms(["focal", "equalized_focal"])
+    out = root / "out"
+    result = compare(cfg, arms, [0, 1], out, detections=False, command="focaldet compare tiny.yaml")
+    return cfg, arms, out, result
+
+
+def _table_rows(md: str, section: str) -> list[list[str]]:
+    part = md.split(f"## {section}")[1].split("\n## ")[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in part.splitlines() if line.startswith("|")]
+    return rows[2:]  # header and rule
+
+
+def _pts(v, digits):
+    return "—" if v is None or not math.isfinite(v) else f"{100 * v:.{digits}f}"
+
+
+def test_report_matches_the_runs_result_files(tiny):
+    _, arms, out, result = tiny
+    md = (out / "report.md").read_text()
+    results = {}
+    for arm in ("focal", "equalized_focal"):
+        for seed in (0, 1):
+            r = json.loads((out / "runs" / arm / f"seed{seed}" / "result.json").read_text())
+            assert r["status"] == "finished" and r["iterations"] == 3
+            cfg_text = (out / "runs" / arm / f"seed{seed}" / "config.yaml").read_text()
+            assert f"name: {arm}" in cfg_text and f"seed: {seed}" in cfg_text
+            results[(arm, seed)] = {m: (math.nan if r["metrics"].get(m) is None else r["metrics"][m]) for m in METRICS}
+    # one row per run, every metric equal to the run's own result.json (to the printed 2 decimals)
+    rows = {(r[0], int(r[1])): r for r in _table_rows(md, "Individual runs")}
+    assert set(rows) == set(results)
+    for key, metrics in results.items():
+        assert rows[key][4:] == [_pts(metrics[m], 2) for m in METRICS]
+    # per-loss mean ± std over the two seeds, computed here with the standard library
+    summary_rows = {r[0]: r for r in _table_rows(md, "Results: mean ± std over seeds")}
+    for arm in ("focal", "equalized_focal"):
+        assert summary_rows[arm][1] == "2/2"
+        for i, m in enumerate(METRICS):
+            vals = [results[(arm, s)][m] for s in (0, 1) if math.isfinite(results[(arm, s)][m])]
+            if len(vals) == 2:
+                want = f"{100 * statistics.mean(vals):.1f} ± {100 * statistics.stdev(vals):.1f}"
+            elif len(vals) == 1:
+                want = f"{100 * vals[0]:.1f}"
+            else:
+                want = "—"
+            assert summary_rows[arm][2 + i] == want, (arm, m)
+    # paired AP difference by seed, with the t interval for 1 degree of freedom
+    s = json.loads((out / "summary.json").read_text())
+    d = next(a for a in s["arms"] if a["name"] == "equalized_focal")["diff"]["AP"]
+    diffs = [results[("equalized_focal", k)]["AP"] - results[("focal", k)]["AP"] for k in (0, 1)]
+    half = 12.706204736174707 * statistics.stdev(diffs) / math.sqrt(2)
+    assert d["mean"] == pytest.approx(statistics.mean(diffs), abs=1e-12)
+    assert d["ci_low"] == pytest.approx(statistics.mean(diffs) - half, abs=1e-9)
+    # reproducibility block and the figures the runs have data for
+    assert "focaldet compare tiny.yaml" in md and "torchvision" in md
+    for name in ("training_loss.png", "ap_vs_frequency.png", "grad_ratio.png", "efl_gamma.png"):
+        assert (out / "plots" / name).stat().st_size > 10_000, name
+        assert f"plots/{name}" in md
+    assert (out / "report.html").read_text().count("<table>") >= 4
+
+
+def test_interrupted_compare_resumes_without_redoing_finished_runs(tiny):
+    cfg, arms, out, _ = tiny
+    victim = out / "runs" / "equalized_focal" / "seed1"
+    shutil.rmtree(victim)  # as if the comparison had been killed before this run started
+    half = out / "runs" / "focal" / "seed1"
+    (half / "result.json").unlink()  # killed after the last checkpoint, before result.json
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed0/**/*") if p.is_file()}
+    assert kept
+    result = compare(cfg, arms, [0, 1], out, detections=False, plots=False, command="focaldet compare tiny.yaml")
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished runs untouched
+    assert json.loads((victim / "result.json").read_text())["status"] == "finished"
+    resumed = json.loads((half / "result.json").read_text())
+    assert resumed["resumed_from"] is not None  # continued from its checkpoint, not retrained
+    assert all(r.status == "finished" for r in result.records)
+    rows = _table_rows((out / "report.md").read_text(), "Individual runs")
+    assert len(rows) == 4 and all(r[2] == "finished" for r in rows)
+
+
+def test_rerun_with_another_config_is_refused(tiny):
+    cfg, arms, out, _ = tiny
+    with pytest.raises(CompareError, match=r"run focal/seed0 was started with another config \(train.max_iters"):
+        compare(cfg, arms, [0, 1], out, overrides=["train.max_iters=4"], plots=False)

@@ -1,0 +1,98 @@
+import os
+import pickle
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from focaldet.engine.checkpoint import (FORMAT_VERSION, CheckpointManager, capture_rng_state, check_compatible,
+                                        load_checkpoint, restore_rng_state, save_checkpoint)
+from focaldet.errors import CheckpointError
+
+
+def _state(i=0):
+    return {"model": {"w": torch.full((3,), float(i))}, "iter": i, "config": {"model": {"head_width": 64},
+            "loss": {"name": "focal"}}, "class_names": ["a", "b"], "rng": capture_rng_state()}
+
+
+def test_rng_state_roundtrip_through_weights_only_file(tmp_path):
+    random.seed(1); np.random.seed(2); torch.manual_seed(3)
+    np.random.standard_normal()  # leaves a cached Gaussian in NumPy's state
+    save_checkpoint(tmp_path / "c.pt", _state())
+    expected = (random.random(), np.random.standard_normal(3).tolist(), np.random.rand(), torch.rand(4).tolist())
+    random.seed(9); np.random.seed(9); torch.manual_seed(9)
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    restore_rng_state(ckpt["rng"])
+    got = (random.random(), np.random.standard_normal(3).tolist(), np.random.rand(), torch.rand(4).tolist())
+    assert got == expected
+
+
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "model": {}, "iter": 0, "config": {}, "class_names": [], "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # a plain pickle file is refused too
+    path.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_newer_format_and_foreign_files(tmp_path):
+    torch.save({"format_version": FORMAT_VERSION + 1, "model": {}, "iter": 0, "config": {}, "class_names": []},
+               tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match="newer"):
+        load_checkpoint(tmp_path / "new.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a focaldet checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_wrong_model_config_and_class_count_named():
+    ckpt = _state()
+    with pytest.raises(CheckpointError, match=r"model.head_width=64 in the checkpoint but 96"):
+        check_compatible(ckpt, {"head_width": 96}, 2, "focal", "c.pt")
+    with pytest.raises(CheckpointError, match="number of classes 2 in the checkpoint but 5"):
+        check_compatible(ckpt, {"head_width": 64}, 5, "focal", "c.pt")
+    check_compatible(ckpt, {"head_width": 64}, 2, "focal", "c.pt")
+
+
+def test_keep_last_best_and_fallback_to_previous_good(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for i in (2, 4, 6):
+        mgr.save(_state(i), i, is_best=(i == 4))
+    assert [p.name for p in mgr.iter_files()] == ["iter_0000006.pt", "iter_0000004.pt"]
+    assert load_checkpoint(tmp_path / "best.pt")["iter"] == 4
+    path, ckpt = mgr.latest_good()
+    assert ckpt["iter"] == 6 and path.name == "iter_0000006.pt"
+
+    # truncate the newest file (last.pt is a hard link to it, or a copy): fall back to iter 4
+    for name in ("last.pt", "iter_0000006.pt"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).unlink()
+        (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="skipping bad checkpoint"):
+        path, ckpt = mgr.latest_good()
+    assert ckpt["iter"] == 4 and path.name == "iter_0000004.pt"
+    assert torch.equal(ckpt["model"]["w"], torch.full((3,), 4.0))
+
+
+def test_bit_flip_caught_by_checksum(tmp_path):
+    p = save_checkpoint(tmp_path / "c.pt", _state(1))
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(p)
