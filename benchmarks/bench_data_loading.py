@@ -122,7 +122,7 @@ def bench_pipeline(n: int) -> None:
     from torchvision.transforms import v2
 
     from focaldet.config import DataConfig
-    from focaldet.data import CocoDetection, build_train_loader, build_transforms, collate
+    from focaldet.data import CocoDetection, build_train_loader, build_transforms
 
     torch.set_num_threads(1)
     cfg = DataConfig(train_sizes=[800], max_size=1333, flip_prob=0.5, batch_size=2, num_workers=0)

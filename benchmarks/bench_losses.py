@@ -3,13 +3,14 @@ with the dense one-hot target it needs), in one process, 2 CPU threads.
 
     .venv/bin/python benchmarks/bench_losses.py [--repeats 10] [--sizes 100000x80,200000x10]
 
-Prints a markdown table: median seconds per forward+backward (after a warm-up that includes the
-one-time compile, reported separately), the speed-up of our ``focal`` over torchvision and the cost
+Prints a markdown table: median milliseconds per forward+backward (after a warm-up that includes
+the one-time compile, reported separately; all variants timed round-robin), the speed-up of our ``focal`` over torchvision and the cost
 of every loss relative to our ``focal``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -31,17 +32,22 @@ def make_inputs(n: int, k: int, num_pos: int = 100, seed: int = 0):
     return x, labels, quality
 
 
-def time_it(step, repeats):
-    t0 = time.perf_counter()
-    step()  # warm-up (compiles on first use)
-    first = time.perf_counter() - t0
-    step()
-    times = []
-    for _ in range(repeats):
+def time_interleaved(steps: dict, repeats: int):
+    """Median seconds per step and first-call seconds. The steps are timed round-robin, so a change
+    in machine load during the run hits every step alike and the ratios stay fair."""
+    first = {}
+    for name, step in steps.items():
         t0 = time.perf_counter()
+        step()  # warm-up: compiles on first use
+        first[name] = time.perf_counter() - t0
         step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), first
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}, first
 
 
 def main(argv=None) -> int:
@@ -56,7 +62,8 @@ def main(argv=None) -> int:
                 ("focal_star", {}, False), ("poly_focal", {}, False), ("quality_focal", {}, False),
                 ("varifocal", {}, False), ("equalized_focal", {}, True), ("ghm", {}, False)]
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats} after warm-up\n")
+          f"median of {args.repeats} after warm-up, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs at start\n")
     print("| loss | N × K | ms fwd+bwd | first call s | vs our focal | torchvision ms | speed-up vs torchvision |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for n, k in sizes:
@@ -71,21 +78,23 @@ def main(argv=None) -> int:
                                                       reduction="sum") / normalizer
             loss.backward()
 
-        tv, _ = time_it(tv_step, args.repeats)
-        ours_focal = None
-        for name, params, track in variants:
-            loss_fn = build_loss(name, num_classes=k, track_grad_stats=track, **params)
-
+        def our_step(loss_fn):
             def step():
                 xr = x.detach().requires_grad_()
                 loss_fn(xr, labels, normalizer=normalizer, quality=quality).backward()
+            return step
 
-            t, first = time_it(step, args.repeats)
-            if ours_focal is None:
-                ours_focal = t
-            label = name + "".join(f", {a}={b:g}" for a, b in params.items()) + (" (+grad stats)" if track and name != "equalized_focal" else "")
-            tv_cols = f"{tv * 1e3:.1f} | **{tv / t:.1f}×**" if (name, params, track) == ("focal", {}, False) else " | "
-            print(f"| {label} | {n}×{k} | {t * 1e3:.1f} | {first:.1f} | {t / ours_focal:.2f} | {tv_cols} |", flush=True)
+        steps = {"torchvision": tv_step}
+        for name, params, track in variants:
+            label = name + "".join(f", {a}={b:g}" for a, b in params.items())
+            label += " (+grad stats)" if track and name != "equalized_focal" else ""
+            steps[label] = our_step(build_loss(name, num_classes=k, track_grad_stats=track, **params))
+        med, first = time_interleaved(steps, args.repeats)
+        tv, focal = med.pop("torchvision"), med["focal"]
+        for label, t in med.items():
+            tv_cols = f"{tv * 1e3:.1f} | **{tv / t:.1f}×**" if label == "focal" else " | "
+            print(f"| {label} | {n}×{k} | {t * 1e3:.1f} | {first[label]:.1f} | {t / focal:.2f} | {tv_cols} |",
+                  flush=True)
     return 0
 
 

@@ -76,6 +76,8 @@ def main() -> int:
                 key = next((ln for ln in err.splitlines() if "terminate" in ln or "Error" in ln),
                            err.strip().splitlines()[-1] if err.strip() else f"rc={rc}")
                 messages[key] = messages.get(key, 0) + 1
+            if (i + 1) % 10 == 0:
+                print(f"  {mode}: {failures}/{i + 1} failed so far", flush=True)
         print(f"{mode:>6}: {failures}/{args.runs} runs failed ({time.time() - t0:.0f}s)", flush=True)
         for msg, n in messages.items():
             print(f"        {n} x {msg[:160]}")

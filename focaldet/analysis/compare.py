@@ -100,9 +100,11 @@ def check_losses(arms: Sequence[Arm]) -> None:
 
 
 def _first_difference(a, b, prefix: str = "") -> Optional[str]:
+    """The first dotted key whose value differs. Keys present on one side only are skipped: a
+    newer focaldet may add config keys (with defaults) that an earlier plan did not record."""
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b), key=str):
-            d = _first_difference(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
+        for k in sorted(set(a) & set(b), key=str):
+            d = _first_difference(a[k], b[k], f"{prefix}{k}.")
             if d:
                 return d
         return None

@@ -193,29 +193,31 @@ def _class_counts(runs_by_arm: dict[str, list[RunRecord]]) -> Optional[np.ndarra
 
 
 def _efl_gammas(r: RunRecord) -> Optional[tuple]:
-    """(iterations (T,), γ_j (T, K), (γ_b, s) or None) of an EFL run: the logged ``gamma`` values, or — where the
-    log has only the ratio — γ_j = γ_b + s·(1 − clamp(G⁺/G⁻, 0, 1)) (SPEC §3) with the run's γ_b, s."""
-    lines = [m for m in _grad_lines(r) if m.get("gamma") or m.get("ratio")]
-    if not lines:
-        return None
-    it = np.array([m["iter"] for m in lines], dtype=float)
-    if all(m.get("gamma") for m in lines):
-        return it, np.array([m["gamma"] for m in lines], dtype=float), None
+    """(iterations (T,), γ_j (T, K), (γ_b, s)) of an EFL run: the logged ``gamma`` values, or —
+    where the log has only the ratio — γ_j = γ_b + s·(1 − clamp(G⁺/G⁻, 0, 1)) (SPEC §3), with the
+    run's own γ_b and s. Iteration 0 is prepended: there every g_j = 1, so γ_j = γ_b."""
     import yaml
 
     from focaldet.losses import loss_parameters
 
+    lines = [m for m in _grad_lines(r) if m.get("gamma") or m.get("ratio")]
+    if not lines:
+        return None
     params = dict(loss_parameters("equalized_focal"))
     cfg_path = Path(r.dir) / "config.yaml"
     if cfg_path.is_file():
         loss_cfg = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("loss") or {}
         params.update({k: v for k, v in loss_cfg.items() if k in params})
-    ratio = np.array([m["ratio"] for m in lines], dtype=float)
-    gamma = params["gamma_b"] + params["scale"] * (1.0 - np.clip(ratio, 0.0, 1.0))
-    # at iteration 0 every g_j = 1, so every γ_j = γ_b (EFL starts as focal loss)
+    gamma_b, scale = float(params["gamma_b"]), float(params["scale"])
+    it = np.array([m["iter"] for m in lines], dtype=float)
+    if all(m.get("gamma") for m in lines):
+        gamma = np.array([m["gamma"] for m in lines], dtype=float)
+    else:
+        ratio = np.array([m["ratio"] for m in lines], dtype=float)
+        gamma = gamma_b + scale * (1.0 - np.clip(ratio, 0.0, 1.0))
     it = np.concatenate([[0.0], it])
-    gamma = np.concatenate([np.full((1, gamma.shape[1]), params["gamma_b"]), gamma])
-    return it, gamma, (params["gamma_b"], params["scale"])
+    gamma = np.concatenate([np.full((1, gamma.shape[1]), gamma_b), gamma])
+    return it, gamma, (gamma_b, scale)
 
 
 def plot_efl_gamma(records: Sequence[RunRecord], arms: Sequence[Arm], path: Path) -> Optional[Path]:

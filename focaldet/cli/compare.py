@@ -15,7 +15,25 @@ from focaldet.analysis.arms import CompareError, build_arms, split_overrides
 from focaldet.analysis.presets import PRESETS
 
 
+def accept_overrides_anywhere(p: argparse.ArgumentParser) -> None:
+    """Let ``key=value`` overrides follow the options too (``compare CFG --out X a.b=1``).
+
+    argparse fills all positionals from the first run of them, so later ``key=value`` words would
+    be "unrecognized". This parser's ``parse_known_args`` (which the subcommand machinery calls)
+    moves such leftovers into ``overrides``; anything else stays unrecognized and is reported."""
+    base = argparse.ArgumentParser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        ns, extras = base(p, args, namespace)
+        kv = [a for a in extras if "=" in a and not a.startswith("-")]
+        ns.overrides = list(getattr(ns, "overrides", None) or []) + kv
+        return ns, [a for a in extras if a not in kv]
+
+    p.parse_known_args = parse_known_args
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    accept_overrides_anywhere(p)
     p.add_argument("config", nargs="?", default=None,
                    help="YAML config shared by every run (default with --preset: the CPU preset of the embedded benchmark)")
     p.add_argument("overrides", nargs="*", metavar="key=value",

@@ -77,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
         cats = json.loads(paths.train_ann.read_text())["categories"]
         print(f"{'id':>3}  {'class':<18} {'inst':>5} {'images':>6}  group")
         for c in cats:
-            print(f"{c['id']:>3}  {c['name']:<18} {c['instance_count']:>5} {c['image_count']:>6}  {c['frequency']}")
+            print(f"{c['id']:>3}  {c['name']:<18} {c['instance_count']:>5} {c['image_count']:>6}  "
+                  f"{c['frequency']}")
     return 0

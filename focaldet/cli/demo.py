@@ -6,6 +6,9 @@ import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from focaldet.cli.compare import accept_overrides_anywhere
+
+    accept_overrides_anywhere(p)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides (train.max_iters=300) or per-loss parameters (modified_focal.max_weight=100)")
     p.add_argument("--out", default="runs/demo", help="output folder; nothing is written outside it "

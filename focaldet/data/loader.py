@@ -1,6 +1,7 @@
 """DataLoaders for training and evaluation, built from a :class:`focaldet.config.DataConfig`."""
 from __future__ import annotations
 
+import traceback
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -41,6 +42,9 @@ class DetectionLoader(DataLoader):
                 return
             except FocaldetError as e:
                 error = type(e)(_without_worker_traceback(e))
+                # The traceback's frames hold the worker pool in a reference cycle; clear them so
+                # that `del it` below stops the workers at once instead of at some later GC.
+                traceback.clear_frames(e.__traceback__)
                 break
             yield batch
         del it  # stop the worker processes now, not when the traceback is freed

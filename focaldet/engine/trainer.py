@@ -63,8 +63,9 @@ def resolve_data(cfg: Config) -> Config:
     distributed_barrier()
     if not is_main_process():
         paths = make()
-    d.train_ann, d.train_images = str(paths.train_ann), str(paths.train_images)
-    d.val_ann, d.val_images = str(paths.val_ann), str(paths.val_images)
+    # Absolute, because data paths in a config are read relative to data.root.
+    d.train_ann, d.train_images = str(Path(paths.train_ann).resolve()), str(Path(paths.train_images).resolve())
+    d.val_ann, d.val_images = str(Path(paths.val_ann).resolve()), str(Path(paths.val_images).resolve())
     return cfg
 
 

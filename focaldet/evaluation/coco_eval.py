@@ -1,18 +1,16 @@
-"""COCO box evaluation through faster-coco-eval, one category at a time; LVIS's federated rules
-for LVIS files; per-class AP and the long-tail groups.
+"""COCO box evaluation through faster-coco-eval; LVIS's federated rules for LVIS files; per-class
+AP and the long-tail groups.
 
-Why one category at a time: with ``useCats`` every (image, category) pair is matched on its own and
-the precision/recall curves are accumulated per category, so running the evaluator per category
-on just the images where that category has ground truth or detections gives the same arrays as
-one run over everything. It keeps each run's working set small (one run over 5,000 images × 100
-detections spends most of its time in cache misses inside the C++ accumulation), and for LVIS it
-evaluates each category only on the images where it matters instead of images × 1,203 slots.
-The 12 statistics are then computed from the assembled arrays exactly as pycocotools'
-``COCOeval.summarize`` does.
+With ``useCats`` every (image, category) pair is matched on its own and the precision/recall
+curves are accumulated per category, so evaluating groups of categories separately — each on just
+the images where its categories have ground truth or detections — gives the same arrays as one run
+over everything. COCO-sized sets run in one go; LVIS-sized ones (20k images × 1,203 categories,
+where faster-coco-eval would allocate a slot per pair) are split, and each category is then only
+evaluated on the images where it matters. The 12 statistics are computed from the assembled arrays
+exactly as pycocotools' ``COCOeval.summarize`` does.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -24,17 +22,21 @@ from faster_coco_eval.core.cocoeval import Params
 
 from focaldet.evaluation.eval_result import COCO_STATS, EvalResult
 from focaldet.evaluation.long_tail import assign_groups, group_ap
-from focaldet.evaluation.results import Detections, EvaluationError, detections_from_results
+from focaldet.evaluation.results import Detections, EvaluationError, detections_from_results, read_json
 
 LVIS_MAX_DETS = 300  # LVIS keeps the 300 highest-scoring detections per image, over all categories
 COCO_MAX_DETS = (1, 10, 100)
+# (image, category) pairs per evaluator run: faster-coco-eval's Python layer builds a dict entry
+# per pair and its C++ side one result slot per pair and area range, so an LVIS-sized grid
+# (20k images × 1,203 categories) is split; COCO-sized ones (5k × 80) run in one go.
+MAX_GRID_SLOTS = 1_000_000
 
 
 def _quiet(*args, **kwargs) -> None:
     pass
 
 
-class _CategoryEval(COCOeval_faster):
+class _Evaluator(COCOeval_faster):
     """faster-coco-eval's evaluator; the LVIS frequency groups it would build from the
     categories' ``frequency`` field are not needed (groups are computed here, for any file)."""
 
@@ -63,13 +65,7 @@ def load_ground_truth(gt: Union[str, os.PathLike, Mapping]) -> GroundTruth:
     """Read and check a COCO / LVIS ground-truth file or dict; errors name file, record, field."""
     if isinstance(gt, (str, os.PathLike)):
         source = str(gt)
-        try:
-            with open(gt, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            raise EvaluationError(f"{source}: ground-truth file not found") from None
-        except json.JSONDecodeError as e:
-            raise EvaluationError(f"{source}: not valid JSON ({e})") from None
+        data = read_json(gt, "ground-truth")
     else:
         source, data = "<ground-truth dict>", gt
     if not isinstance(data, Mapping):
@@ -107,8 +103,8 @@ def load_ground_truth(gt: Union[str, os.PathLike, Mapping]) -> GroundTruth:
         area = np.fromiter((a["area"] if "area" in a else a["bbox"][2] * a["bbox"][3] for a in anns), np.float64, n)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise _first_bad_annotation(anns, source) from e
-    _check_membership(source, "annotations", image_id, np.fromiter(images, np.int64, len(images)), "image_id", anns)
-    _check_membership(source, "annotations", category_id, np.fromiter(cats, np.int64, len(cats)), "category_id", anns)
+    _check_membership(source, "annotations[{i}]", image_id, np.fromiter(images, np.int64, len(images)), "image_id")
+    _check_membership(source, "annotations[{i}]", category_id, np.fromiter(cats, np.int64, len(cats)), "category_id")
     uniq, first = np.unique(ann_id, return_index=True)
     if uniq.size != n:
         dup = np.setdiff1d(np.arange(n), first)[0]
@@ -132,11 +128,11 @@ def _first_bad_annotation(anns: list, source: str) -> EvaluationError:
     return EvaluationError(f"{source}: malformed annotations (a non-numeric id, bbox, area or iscrowd)")
 
 
-def _check_membership(source, what, values, allowed, field, records=None) -> None:
+def _check_membership(source, what, values, allowed, field) -> None:
     bad = ~np.isin(values, allowed)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise EvaluationError(f"{source}: {what}[{i}]: field '{field}' has unknown id {int(values[i])} "
+        raise EvaluationError(f"{source}: {what.format(i=i)}: field '{field}' has unknown id {int(values[i])} "
                               f"(not in the ground truth's {field.split('_')[0]}s)",
                               hint="results must use the dataset's original category ids" if field == "category_id" else "")
 
@@ -176,8 +172,8 @@ def evaluate_detections(gt, results, *, rare_max: Optional[int] = None, common_m
     det = detections_from_results(results)
     source = results if isinstance(results, (str, os.PathLike)) else "results"
     if len(det):
-        _check_membership(source, "record", det.image_id, np.fromiter(g.images, np.int64, len(g.images)), "image_id")
-        _check_membership(source, "record", det.category_id,
+        _check_membership(source, "record {i}", det.image_id, np.fromiter(g.images, np.int64, len(g.images)), "image_id")
+        _check_membership(source, "record {i}", det.category_id,
                           np.asarray([c["id"] for c in g.categories], np.int64), "category_id")
     federated = g.is_lvis if federated is None else bool(federated)
     if federated:
@@ -185,7 +181,7 @@ def evaluate_detections(gt, results, *, rare_max: Optional[int] = None, common_m
         max_dets = COCO_MAX_DETS + (LVIS_MAX_DETS,)
     else:
         max_dets = COCO_MAX_DETS
-    precision, recall, num_gt = _evaluate_per_category(g, det, list(max_dets), federated)
+    precision, recall, num_gt = _evaluate_by_category(g, det, list(max_dets), federated)
 
     params = Params(iouType="bbox")
     params.maxDets = list(max_dets)
@@ -217,51 +213,72 @@ def evaluate_detections(gt, results, *, rare_max: Optional[int] = None, common_m
                       num_images=len(g.images), num_detections=len(det), max_dets=max_dets[-1])
 
 
-def _evaluate_per_category(g: GroundTruth, det: Detections, max_dets: list, federated: bool):
-    """Run faster-coco-eval per category. Returns ``precision (T, R, K, A, M)``, ``recall
-    (T, K, A, M)`` (−1 where a category has no ground truth, as COCO) and ``num_gt (K,)``
+def _category_chunks(cat_images: list, max_slots: int) -> list:
+    """Split categories (in order) into runs whose (image, category) grid — the union of their
+    images × their number — stays within ``max_slots``."""
+    chunks, cur, cur_imgs = [], [], set()
+    for k, imgs in enumerate(cat_images):
+        merged = cur_imgs.union(imgs.tolist())
+        if cur and len(merged) * (len(cur) + 1) > max_slots:
+            chunks.append(cur)
+            cur, merged = [], set(imgs.tolist())
+        cur.append(k)
+        cur_imgs = merged
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def _evaluate_by_category(g: GroundTruth, det: Detections, max_dets: list, federated: bool,
+                          max_slots: int = MAX_GRID_SLOTS):
+    """Run faster-coco-eval over groups of categories. Returns ``precision (T, R, K, A, M)``,
+    ``recall (T, K, A, M)`` (−1 where a category has no ground truth, as COCO) and ``num_gt (K,)``
     (non-crowd ground truths)."""
     params = Params(iouType="bbox")
     T, R, A, M = len(params.iouThrs), len(params.recThrs), len(params.areaRng), len(max_dets)
     K = len(g.categories)
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
-    num_gt = np.zeros(K, np.int64)
     cat_ids = np.asarray([c["id"] for c in g.categories], np.int64)
 
     # group annotations and detections by category (stable: file order is kept inside a group,
     # which decides ties between equal scores exactly as in pycocotools)
     g_order = np.argsort(g.category_id, kind="stable")
-    g_bounds = np.searchsorted(g.category_id[g_order], np.stack([cat_ids, cat_ids + 1]))
+    g_lo, g_hi = np.searchsorted(g.category_id[g_order], np.stack([cat_ids, cat_ids + 1]))
     d_order = np.argsort(det.category_id, kind="stable")
-    d_bounds = np.searchsorted(det.category_id[d_order], np.stack([cat_ids, cat_ids + 1]))
+    d_lo, d_hi = np.searchsorted(det.category_id[d_order], np.stack([cat_ids, cat_ids + 1]))
+    num_gt = np.bincount(np.searchsorted(cat_ids, g.category_id[g.iscrowd == 0]), minlength=K)
+    # a category without ground truth stays at −1 whatever was detected (COCO's rule)
+    evaluated = [k for k in range(K) if g_hi[k] > g_lo[k]]
+    cat_images = [np.unique(np.concatenate([g.image_id[g_order[g_lo[k]:g_hi[k]]],
+                                            det.image_id[d_order[d_lo[k]:d_hi[k]]]])) for k in evaluated]
     d_area = det.bbox[:, 2] * det.bbox[:, 3]  # what pycocotools' loadRes stores as a result's area
 
-    for k, cid in enumerate(cat_ids.tolist()):
-        gi = g_order[g_bounds[0, k]:g_bounds[1, k]]
-        di = d_order[d_bounds[0, k]:d_bounds[1, k]]
-        num_gt[k] = int((g.iscrowd[gi] == 0).sum())
-        if gi.size == 0:
-            continue  # no ground truth: COCO leaves the category at −1 whatever was detected
-        gts = [{"id": a, "image_id": i, "category_id": cid, "bbox": b, "area": ar, "iscrowd": c}
-               for a, i, b, ar, c in zip(g.ann_id[gi].tolist(), g.image_id[gi].tolist(), g.bbox[gi].tolist(),
-                                         g.area[gi].tolist(), g.iscrowd[gi].tolist())]
+    for chunk in _category_chunks(cat_images, max_slots):
+        ks = [evaluated[j] for j in chunk]
+        gi = np.concatenate([g_order[g_lo[k]:g_hi[k]] for k in ks])
+        di = np.concatenate([d_order[d_lo[k]:d_hi[k]] for k in ks])
+        gts = [{"id": a, "image_id": i, "category_id": c, "bbox": b, "area": ar, "iscrowd": cr}
+               for a, i, c, b, ar, cr in zip(g.ann_id[gi].tolist(), g.image_id[gi].tolist(),
+                                             g.category_id[gi].tolist(), g.bbox[gi].tolist(),
+                                             g.area[gi].tolist(), g.iscrowd[gi].tolist())]
         # result ids are 1-based positions in the results list, as pycocotools' loadRes numbers them
-        dts = [{"id": a, "image_id": i, "category_id": cid, "bbox": b, "score": s, "area": ar, "iscrowd": 0}
-               for a, i, b, s, ar in zip((di + 1).tolist(), det.image_id[di].tolist(), det.bbox[di].tolist(),
-                                         det.score[di].tolist(), d_area[di].tolist())]
-        img_ids = np.unique(np.concatenate([g.image_id[gi], det.image_id[di]])).tolist()
+        dts = [{"id": a, "image_id": i, "category_id": c, "bbox": b, "score": sc, "area": ar, "iscrowd": 0}
+               for a, i, c, b, sc, ar in zip((di + 1).tolist(), det.image_id[di].tolist(),
+                                             det.category_id[di].tolist(), det.bbox[di].tolist(),
+                                             det.score[di].tolist(), d_area[di].tolist())]
+        img_ids = np.unique(np.concatenate([cat_images[j] for j in chunk])).tolist()
         images = [g.images[i] for i in img_ids]
-        cats = [g.categories[k]]
-        ev = _CategoryEval(_coco(images, cats, gts), _coco(images, cats, dts), "bbox",
-                           print_function=_quiet, lvis_style=federated)
+        cats = [g.categories[k] for k in ks]
+        ev = _Evaluator(_coco(images, cats, gts), _coco(images, cats, dts), "bbox",
+                        print_function=_quiet, lvis_style=federated)
         ev.params.imgIds = img_ids
-        ev.params.catIds = [cid]
+        ev.params.catIds = cat_ids[ks].tolist()
         ev.params.maxDets = list(max_dets)
         ev.evaluate()
         ev.accumulate()
-        precision[:, :, k] = ev.eval["precision"][:, :, 0]
-        recall[:, k] = ev.eval["recall"][:, 0]
+        precision[:, :, ks] = ev.eval["precision"]
+        recall[:, ks] = ev.eval["recall"]
     return precision, recall, num_gt
 
 

@@ -130,7 +130,7 @@ def _reduce(loss: Tensor, grad: Tensor, y: Tensor, labels: Tensor, norm: Tensor,
     valid = (labels >= 0)[:, None]
     # where(), not a multiplication: an ignored row's inf (modified_focal) must not become NaN
     loss = torch.where(valid, loss, 0.0)
-    grad = torch.where(valid, grad / norm, 0.0)
+    grad = torch.where(valid, grad * (1.0 / norm), 0.0)
     neg_abs = torch.where(y, 0.0, grad.abs()).sum(0) if track else None
     return loss.sum() / norm, grad, neg_abs
 

@@ -35,13 +35,17 @@ runtime: {{device: cpu, threads: 1, log_interval: 1}}
 
 @pytest.fixture(scope="module")
 def tiny(tiny_benchmark, tmp_path_factory):
+    # The losses' torch.compile warm-up costs more than these 3-iteration runs; eager is the same math.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FOCALDET_COMPILE", "0")
     root = tmp_path_factory.mktemp("cmp")
     cfg = root / "tiny.yaml"
     cfg.write_text(TINY_CONFIG.format(**{k: str(v) for k, v in tiny_benchmark._asdict().items()}))
     arms = build_arms(["focal", "equalized_focal"])
     out = root / "out"
     result = compare(cfg, arms, [0, 1], out, detections=False, command="focaldet compare tiny.yaml")
-    return cfg, arms, out, result
+    yield cfg, arms, out, result
+    mp.undo()
 
 
 def _table_rows(md: str, section: str) -> list[list[str]]:

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_demo_quick_end_to_end(tiny_benchmark, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FOCALDET_COMPILE", "0")  # compile warm-up would dominate a 6-iteration run
     paths = tiny_benchmark._asdict()
     overrides = ["data.benchmark=null", *(f"data.{k}={v}" for k, v in paths.items()),
                  "data.num_workers=0", "runtime.threads=1", "runtime.device=cpu"]

