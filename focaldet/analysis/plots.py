@@ -38,8 +38,20 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def _colors(arms: Sequence[Arm]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10")
-    return {a.name: cmap(i % 10) for i, a in enumerate(arms)}
+    cmap, n = (plt.get_cmap("tab10"), 10) if len(arms) <= 10 else (plt.get_cmap("tab20"), 20)
+    return {a.name: cmap(i % n) for i, a in enumerate(arms)}
+
+
+def _jitter(i: int, n: int) -> float:
+    """Multiplicative x offset of arm ``i`` of ``n`` on a log axis: side by side, within ±12 %."""
+    return 1.0 + (min(0.04, 0.25 / n) * (i - (n - 1) / 2) if n > 1 else 0.0)
+
+
+def _legend(ax, n_entries: int) -> None:
+    if n_entries > 6:  # many arms: outside the axes, so no data is hidden
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
 
 
 def _by_arm(records: Sequence[RunRecord], arms: Sequence[Arm], statuses=("finished", "diverged")) -> dict[str, list[RunRecord]]:
@@ -100,7 +112,7 @@ def plot_training_loss(records: Sequence[RunRecord], arms: Sequence[Arm], path: 
         ax.set_ylabel(k)
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
+    _legend(axes[-1], len(arms))
     fig.suptitle("Training loss per loss function (mean over seeds; thin: single seeds)")
     return _save(fig, path)
 
@@ -157,8 +169,7 @@ def plot_ap_vs_frequency(records: Sequence[RunRecord], arms: Sequence[Arm], path
             shaded = True
         x = np.array([p[0] for p in pts], dtype=float)
         y = 100 * np.array([p[1] for p in pts], dtype=float)
-        jitter = 1.0 + 0.04 * (i - (len(arms) - 1) / 2)  # side by side, not on top of each other
-        ax.scatter(x * jitter, y, s=22, color=colors[arm.name], alpha=0.8, label=arm.title, zorder=3)
+        ax.scatter(x * _jitter(i, len(arms)), y, s=22, color=colors[arm.name], alpha=0.8, label=arm.title, zorder=3)
         ok = np.isfinite(y)
         if ok.sum() >= 3:
             ax.plot(x[ok], _smooth(y[ok], 5), color=colors[arm.name], lw=1.8, zorder=2)
@@ -172,7 +183,7 @@ def plot_ap_vs_frequency(records: Sequence[RunRecord], arms: Sequence[Arm], path
     ax.set_ylabel("AP of the class (points)")
     ax.set_title("Per-class AP against class frequency", pad=16)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _legend(ax, len(arms))
     return _save(fig, path)
 
 
@@ -273,9 +284,9 @@ def plot_grad_ratio(records: Sequence[RunRecord], arms: Sequence[Arm], path: Pat
         it = np.array([m["iter"] for m in lines], dtype=float)
         final = ratio[-1]
         x = counts if counts is not None and len(counts) == len(final) else np.arange(1, len(final) + 1, dtype=float)
-        jitter = 1.0 + 0.04 * (i - (len(arms) - 1) / 2)
-        ax1.scatter(x * jitter, np.clip(final, 1e-4, None), s=22, color=colors[arm.name], label=arm.title)
-        ax2.plot(it, np.clip(np.median(ratio, axis=1), 1e-4, None), color=colors[arm.name], lw=1.6, label=arm.title)
+        ax1.scatter(x * _jitter(i, len(arms)), np.clip(final, 1e-4, None), s=22, color=colors[arm.name], label=arm.title)
+        ax2.plot(it, np.clip(np.median(ratio, axis=1), 1e-4, None), "o-", ms=3, color=colors[arm.name], lw=1.6,
+                 label=arm.title)
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -289,9 +300,9 @@ def plot_grad_ratio(records: Sequence[RunRecord], arms: Sequence[Arm], path: Pat
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("median over classes of G⁺ / G⁻")
     ax2.set_title("Gradient ratio during training")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+    ax1.grid(alpha=0.3, which="both")
+    ax2.grid(alpha=0.3, which="both")
+    _legend(ax2, len(arms))
     return _save(fig, path)
 
 

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--val", type=int, default=150, help="validation images")
     make.add_argument("--size", type=int, default=288, help="image side in pixels (square images)")
     make.add_argument("--seed", type=int, default=0, help="same seed, same images and JSON")
+    make.add_argument("--workers", type=int, default=0,
+                      help="render in this many forked processes (same output as serial)")
     make.add_argument("--force", action="store_true", help="replace an existing --out folder")
     make.add_argument("--quiet", action="store_true", help="no progress bar or class table")
 
@@ -35,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import shutil
 
-    from focaldet.data.benchmark import BenchmarkError, generate_into, is_complete
+    from focaldet.data.benchmark import BenchmarkError, check_parameters, generate_into, is_complete
 
+    check_parameters(args.train, args.val, args.size, args.seed)
     out: Path = args.out
     if out.exists():
         if not args.force:
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         paths = generate_into(args.kind, out, train=args.train, val=args.val, size=args.size,
-                              seed=args.seed, progress=progress)
+                              seed=args.seed, progress=progress, workers=args.workers)
     finally:
         if bar is not None:
             bar.close()

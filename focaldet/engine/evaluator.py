@@ -71,6 +71,10 @@ def load_for_inference(cfg: Optional[Config], weights: Union[str, Path], device:
     ckpt = load_checkpoint(weights)
     if cfg is None:
         cfg = config_from_dict(ckpt["config"], source=f"{weights} (stored config)")
+    else:
+        # The loss plays no part at inference, but its state (EFL statistics) is in the weights:
+        # take the checkpoint's, so one config evaluates the runs of every loss.
+        cfg.loss = config_from_dict({"loss": ckpt["config"].get("loss", {})}, source=str(weights)).loss
     num_classes = len(ckpt["class_names"])
     check_compatible(ckpt, cfg.to_dict()["model"], num_classes, cfg.loss.name, weights)
     model = build_model(cfg, num_classes)

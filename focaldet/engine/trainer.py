@@ -207,6 +207,15 @@ def train(cfg: Config, *, raise_on_diverge: bool = True, stream=None, use_tqdm: 
         best_ap = float(ckpt.get("best_ap", -math.inf))
         skips = int(ckpt.get("nonfinite_skips", 0))
 
+    if start_iter >= total_iters and (run_dir / "result.json").is_file():
+        import json
+        previous = json.loads((run_dir / "result.json").read_text())
+        if previous.get("status") == "finished" and previous.get("iterations") == total_iters:
+            if main:
+                print(f"focaldet train: {run_dir} already finished ({total_iters} iterations); nothing to do",
+                      file=stream, flush=True)
+            return previous
+
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)

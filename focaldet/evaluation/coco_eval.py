@@ -229,8 +229,7 @@ def _category_chunks(cat_images: list, max_slots: int) -> list:
     return chunks
 
 
-def _evaluate_by_category(g: GroundTruth, det: Detections, max_dets: list, federated: bool,
-                          max_slots: int = MAX_GRID_SLOTS):
+def _evaluate_by_category(g: GroundTruth, det: Detections, max_dets: list, federated: bool):
     """Run faster-coco-eval over groups of categories. Returns ``precision (T, R, K, A, M)``,
     ``recall (T, K, A, M)`` (−1 where a category has no ground truth, as COCO) and ``num_gt (K,)``
     (non-crowd ground truths)."""
@@ -254,7 +253,7 @@ def _evaluate_by_category(g: GroundTruth, det: Detections, max_dets: list, feder
                                             det.image_id[d_order[d_lo[k]:d_hi[k]]]])) for k in evaluated]
     d_area = det.bbox[:, 2] * det.bbox[:, 3]  # what pycocotools' loadRes stores as a result's area
 
-    for chunk in _category_chunks(cat_images, max_slots):
+    for chunk in _category_chunks(cat_images, MAX_GRID_SLOTS):
         ks = [evaluated[j] for j in chunk]
         gi = np.concatenate([g_order[g_lo[k]:g_hi[k]] for k in ks])
         di = np.concatenate([d_order[d_lo[k]:d_hi[k]] for k in ks])

@@ -3,8 +3,8 @@ possible), attach its precomputed gradient to the autograd graph, and feed :clas
 
 Compilation: each dense kernel is compiled with ``torch.compile`` with the anchor dimension marked
 dynamic, so new anchor counts do not recompile (a new class count or a new scalar parameter value
-compiles once more; a training run uses one of each). If compiling fails (no C++
-compiler, an unsupported platform) the loss warns once and falls back to the eager path for the
+compiles once more; a training run uses one of each). If compiling fails (no C++ compiler, an
+unsupported platform) the loss warns once and falls back to the eager path for the
 rest of the process. ``FOCALDET_COMPILE=0`` turns compilation off. Only float32 work is compiled;
 float64 inputs (gradcheck, references) run eagerly.
 
@@ -41,6 +41,8 @@ def _dense_compiled(kernel, x, labels, quality, norm, track, consts):
     global _compile_failed
     torch._dynamo.maybe_mark_dynamic(x, 0)
     torch._dynamo.maybe_mark_dynamic(labels, 0)
+    if quality is not None:
+        torch._dynamo.maybe_mark_dynamic(quality, 0)
     try:
         return _compiled_dense(kernel)(x, labels, quality, norm, track, **consts)
     except Exception as e:  # noqa: BLE001 - any compiler failure means: use eager from now on

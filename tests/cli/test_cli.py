@@ -87,6 +87,11 @@ def test_train_eval_predict_end_to_end(tiny_config, tiny_benchmark, tmp_path, ca
     metrics = json.loads((run / "eval" / "last_metrics.json").read_text())
     assert metrics["stats"]["AP"] == pytest.approx(result["metrics"]["AP"], abs=1e-9)
 
+    # a config with another architecture is refused with the differing key named
+    code = main(["eval", str(tiny_config), "model.head_width=64", "--weights", str(ckdir / "last.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.head_width=32 in the checkpoint but 64 in the config" in err
+
     # predict on a folder of photos with a non-image mixed in
     photos = tmp_path / "photos"
     photos.mkdir()

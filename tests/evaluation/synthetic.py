@@ -13,7 +13,7 @@ CAT_IDS = [3, 7, 11, 25, 40, 90]  # non-contiguous; 90 never occurs in the groun
 
 def make_case(seed: int, num_images: int = 120):
     """``(gt, results)``: random boxes of every COCO size (4–300 px sides on 640 × 480), ~4 % crowd
-    boxes, images without objects, a category without ground truth (90) and one without
+    boxes, images without objects, an image with 130 detections of one category, a category without ground truth (90) and one without
     detections (40 on odd seeds); detections are jittered ground truths, class confusions and
     random boxes, with scores rounded to 2 decimals so that ties occur."""
     rng = np.random.default_rng(seed)
@@ -46,6 +46,10 @@ def make_case(seed: int, num_images: int = 120):
             results.append({"image_id": im["id"], "category_id": dc,
                             "bbox": [rng.uniform(0, W - w), rng.uniform(0, H - h), w, h],
                             "score": round(float(rng.random()) * 0.7, 2)})
+    for k in range(130):  # > 100 detections of one category on one image: the maxDets cap binds
+        x, y, w, h = anns[0]["bbox"]
+        results.append({"image_id": anns[0]["image_id"], "category_id": 3, "bbox": [x + k % 7, y + k % 3, w, h],
+                         "score": round(float(rng.random()), 2)})
     results = [dict(r, bbox=[float(v) for v in r["bbox"]]) for r in results]
     cats = [{"id": c, "name": f"cat{c}"} for c in CAT_IDS]
     return {"images": images, "annotations": anns, "categories": cats}, results

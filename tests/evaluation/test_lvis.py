@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from focaldet.evaluation import evaluate_detections, limit_per_image
 from focaldet.evaluation.results import detections_from_results
 
@@ -39,7 +41,11 @@ def _lvis_case():
     return {"images": images, "annotations": anns, "categories": cats}, results
 
 
-def test_federated_rules_by_hand():
+@pytest.mark.parametrize("max_slots", [1_000_000, 1])
+def test_federated_rules_by_hand(max_slots, monkeypatch):
+    import focaldet.evaluation.coco_eval as coco_eval
+
+    monkeypatch.setattr(coco_eval, "MAX_GRID_SLOTS", max_slots)  # one run, or one per category
     gt, results = _lvis_case()
     r = evaluate_detections(gt, results)
     assert r.federated and r.max_dets == 300

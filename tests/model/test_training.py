@@ -16,13 +16,18 @@ def _batch():
     return torch.stack([a, b]), [(SIZE, SIZE), (SIZE, SIZE)], [ta, tb]
 
 
+# modified_focal's weight exp(−γ·z_t) is ~1e4 at the prior-initialised logits of a positive; its
+# documented cap keeps it trainable (SPEC §2 hard rules)
+EXTRA = {"modified_focal": ["loss.max_weight=10"]}
+
+
 @pytest.mark.parametrize("loss", loss_names())
 def test_every_loss_trains_30_iterations_without_nonfinite_values(loss):
     torch.manual_seed(0)
-    model = tiny_model(loss)
+    model = tiny_model(loss, *EXTRA.get(loss, []))
     images, sizes, targets = _batch()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(params, lr=0.002, momentum=0.9)  # no warm-up here, so a small lr
     history = []
     for it in range(30):
         out = model(images, sizes, targets)

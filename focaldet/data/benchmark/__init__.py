@@ -127,7 +127,8 @@ def split_object_pools(classes, distractors, order, quotas, seed: int,
             "val": SplitObjects(pools["val"], d[:half] if half else d, tint)}
 
 
-def _check_args(train: int, val: int, size: int, seed: int) -> None:
+def check_parameters(train: int, val: int, size: int, seed: int) -> None:
+    """Raise :class:`BenchmarkError` naming the first bad parameter."""
     for name, v, lo in (("train", train, 1), ("val", val, 1), ("size", size, 64), ("seed", seed, 0)):
         if not isinstance(v, (int, np.integer)) or v < lo:
             raise BenchmarkError(f"benchmark parameter {name}={v!r} must be an integer ≥ {lo}")
@@ -189,7 +190,7 @@ def make_benchmark(kind: str, out, *, train: int = 600, val: int = 150, size: in
     ``progress(split, done, total)`` is called after each image when given; ``workers > 1``
     renders in that many forked processes (same output)."""
     kind = _resolve_kind(kind)
-    _check_args(train, val, size, seed)
+    check_parameters(train, val, size, seed)
     out = Path(out)
     t0 = time.perf_counter()
     classes, distractors, supercats = _load_sources(kind)
@@ -317,7 +318,7 @@ def ensure_benchmark(kind: str, root, *, train: int = 600, val: int = 150, size:
     interrupted run is redone and never half-used; concurrent callers (e.g. DDP ranks) may both
     generate, the first rename wins and the others use its result."""
     kind = _resolve_kind(kind)
-    _check_args(train, val, size, seed)
+    check_parameters(train, val, size, seed)
     final = Path(root) / benchmark_dirname(kind, train=train, val=val, size=size, seed=seed)
     if is_complete(final):
         return _paths(final)
@@ -328,4 +329,4 @@ def ensure_benchmark(kind: str, root, *, train: int = 600, val: int = 150, size:
 
 
 __all__ = ["BenchmarkPaths", "BenchmarkError", "KINDS", "default_kind", "ensure_benchmark", "make_benchmark",
-           "frequency_thresholds", "benchmark_dirname", "generate_into", "is_complete"]
+           "frequency_thresholds", "benchmark_dirname", "generate_into", "is_complete", "check_parameters"]
