@@ -57,10 +57,12 @@ def main() -> int:
         worker(args.worker)
         return 0
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for mode in args.modes:
-        failures, messages, t0 = 0, {}, time.time()
-        for i in range(args.runs):
-            port = str(29600 + (os.getpid() + i) % 2000)
+    failures = {m: 0 for m in args.modes}
+    messages = {m: {} for m in args.modes}
+    t0 = time.time()
+    for i in range(args.runs):
+        for mode in args.modes:  # interleaved, so both modes see the same machine load
+            port = str(29600 + (os.getpid() + 7 * i + len(mode)) % 2000)
             # The two ranks are started the way torchrun starts them (same environment variables),
             # without the launcher process itself, to keep each repetition cheap.
             procs = [subprocess.Popen([sys.executable, __file__, "--worker", mode], stdout=subprocess.PIPE,
@@ -71,16 +73,17 @@ def main() -> int:
             outs = [(p.wait(), p.communicate()[1]) for p in procs]
             bad = [(rc, err) for rc, err in outs if rc != 0]
             if bad:
-                failures += 1
+                failures[mode] += 1
                 rc, err = bad[0]
                 key = next((ln for ln in err.splitlines() if "terminate" in ln or "Error" in ln),
                            err.strip().splitlines()[-1] if err.strip() else f"rc={rc}")
-                messages[key] = messages.get(key, 0) + 1
-            if (i + 1) % 10 == 0:
-                print(f"  {mode}: {failures}/{i + 1} failed so far", flush=True)
-        print(f"{mode:>6}: {failures}/{args.runs} runs failed ({time.time() - t0:.0f}s)", flush=True)
-        for msg, n in messages.items():
-            print(f"        {n} x {msg[:160]}")
+                messages[mode][key] = messages[mode].get(key, 0) + 1
+        if (i + 1) % 5 == 0 or i + 1 == args.runs:
+            print(f"after {i + 1} runs each ({time.time() - t0:.0f}s): "
+                  + ", ".join(f"{m} {failures[m]}/{i + 1} failed" for m in args.modes), flush=True)
+    for mode in args.modes:
+        for msg, n in messages[mode].items():
+            print(f"  {mode}: {n} x {msg[:160]}")
     return 0
 
 

@@ -14,8 +14,8 @@ DEMO_LOSSES = ("focal", "modified_focal", "equalized_focal")
 # A shortened form of the same code path (CI's test and a quick look): a small benchmark and a
 # few iterations. It proves the plumbing, not the losses.
 QUICK_OVERRIDES = ("data.gen_train=48", "data.gen_val=16", "data.gen_size=160", "data.test_size=160",
-                   "data.train_sizes=[160]", "data.max_size=160", "train.max_iters=6", "train.warmup_iters=2",
-                   "train.milestones=[4,5]", "train.eval_interval=0", "train.ckpt_interval=6",
+                   "data.train_sizes=[160]", "data.max_size=160", "data.batch_size=2", "train.max_iters=4", "train.warmup_iters=1",
+                   "train.milestones=[3]", "train.eval_interval=0", "train.ckpt_interval=4",
                    "runtime.log_interval=2")
 
 

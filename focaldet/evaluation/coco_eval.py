@@ -11,6 +11,8 @@ exactly as pycocotools' ``COCOeval.summarize`` does.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -134,7 +136,8 @@ def _check_membership(source, what, values, allowed, field) -> None:
         i = int(np.flatnonzero(bad)[0])
         raise EvaluationError(f"{source}: {what.format(i=i)}: field '{field}' has unknown id {int(values[i])} "
                               f"(not in the ground truth's {field.split('_')[0]}s)",
-                              hint="results must use the dataset's original category ids" if field == "category_id" else "")
+                              hint=("results must use the dataset's original category ids"
+                                    if field == "category_id" else ""))
 
 
 def limit_per_image(det: Detections, max_dets: int) -> Detections:
@@ -148,6 +151,20 @@ def limit_per_image(det: Detections, max_dets: int) -> Detections:
     first = np.searchsorted(img_sorted, img_sorted, side="left")
     keep = np.sort(order[np.arange(n) - first < max_dets])
     return det.take(keep) if keep.size < n else det
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector: the evaluation allocates ~1M small acyclic dicts and
+    lists (annotation records), and the collections their allocation triggers re-scan all of them
+    — about a fifth of the CPU time at 500k detections. Nothing here creates reference cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def evaluate_detections(gt, results, *, rare_max: Optional[int] = None, common_max: Optional[int] = None,
@@ -168,11 +185,20 @@ def evaluate_detections(gt, results, *, rare_max: Optional[int] = None, common_m
     Returns:
         :class:`EvalResult`.
     """
+    with _gc_paused():
+        return _evaluate_detections(gt, results, rare_max=rare_max, common_max=common_max,
+                                    image_counts=image_counts, num_train_images=num_train_images,
+                                    federated=federated)
+
+
+def _evaluate_detections(gt, results, *, rare_max, common_max, image_counts, num_train_images,
+                         federated) -> EvalResult:
     g = gt if isinstance(gt, GroundTruth) else load_ground_truth(gt)
     det = detections_from_results(results)
     source = results if isinstance(results, (str, os.PathLike)) else "results"
     if len(det):
-        _check_membership(source, "record {i}", det.image_id, np.fromiter(g.images, np.int64, len(g.images)), "image_id")
+        _check_membership(source, "record {i}", det.image_id, np.fromiter(g.images, np.int64, len(g.images)),
+                          "image_id")
         _check_membership(source, "record {i}", det.category_id,
                           np.asarray([c["id"] for c in g.categories], np.int64), "category_id")
     federated = g.is_lvis if federated is None else bool(federated)

@@ -37,14 +37,17 @@ def _compiled_dense(kernel: str):
     return fn
 
 
-def _dense_compiled(kernel, x, labels, quality, norm, track, consts):
+def _dense_compiled(kernel, x, labels, quality, norm, consts):
     global _compile_failed
     torch._dynamo.maybe_mark_dynamic(x, 0)
     torch._dynamo.maybe_mark_dynamic(labels, 0)
     if quality is not None:
         torch._dynamo.maybe_mark_dynamic(quality, 0)
     try:
-        return _compiled_dense(kernel)(x, labels, quality, norm, track, **consts)
+        # each kernel is one code object with a few specialisations (parameter values, class
+        # counts); the default limit of 8 would silently send the extra ones to eager
+        with torch._dynamo.config.patch(recompile_limit=64):
+            return _compiled_dense(kernel)(x, labels, quality, norm, **consts)
     except Exception as e:  # noqa: BLE001 - any compiler failure means: use eager from now on
         _compile_failed = True
         warnings.warn(f"focaldet.losses: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
@@ -53,7 +56,7 @@ def _dense_compiled(kernel, x, labels, quality, norm, track, consts):
         return None
 
 
-def _dense_eager(kernel, x, labels, quality, norm, pos_rows, pos_cols, track, consts, class_params):
+def _dense_eager(kernel, x, labels, quality, norm, pos_rows, pos_cols, consts, class_params):
     """Every element as a negative, then the positive elements recomputed and scattered in."""
     elem = kernels.KERNELS[kernel][0]
     no = torch.zeros((), dtype=torch.bool, device=x.device)
@@ -61,17 +64,23 @@ def _dense_eager(kernel, x, labels, quality, norm, pos_rows, pos_cols, track, co
     valid = (labels >= 0)[:, None]
     loss = torch.where(valid, loss, 0.0)
     grad = torch.where(valid, grad / norm, 0.0)
-    neg_abs = None
-    if track:
-        grad[pos_rows, pos_cols] = 0.0
-        neg_abs = grad.abs().sum(0)
     pos_consts = {k: (v[pos_cols] if k in class_params else v) for k, v in consts.items()}
     t = quality[pos_rows].to(x.dtype) if quality is not None else 0.0
     yes = torch.ones((), dtype=torch.bool, device=x.device)
     pos_loss, pos_grad = elem(x[pos_rows, pos_cols], yes, t, **pos_consts)
     loss[pos_rows, pos_cols] = pos_loss
     grad[pos_rows, pos_cols] = pos_grad / norm
-    return loss.sum() / norm, grad, neg_abs
+    return loss.sum() / norm, grad
+
+
+def class_grad_sums(grad: Tensor, pos_rows: Tensor, pos_cols: Tensor):
+    """Per-class ``(Σ|g| over positives, Σ|g| over negatives)`` of a gradient ``(N, K)`` whose
+    ignored rows are zero. The negative sum is the row-major column sum of |g| minus the positive
+    part: a column reduction inside the fused kernel would walk the array column-wise."""
+    pos_abs = torch.zeros(grad.shape[1], dtype=torch.float32, device=grad.device)
+    pos_abs.index_add_(0, pos_cols, grad[pos_rows, pos_cols].abs().float())
+    neg_abs = (grad.abs().sum(0, dtype=torch.float32) - pos_abs).clamp_(min=0.0)
+    return pos_abs, neg_abs
 
 
 class _AttachGrad(torch.autograd.Function):
@@ -148,18 +157,16 @@ def sigmoid_loss(kernel: str, logits: Tensor, labels: Tensor, *, normalizer, con
                   for k, v in consts.items()}
         out = None
         if dtype == torch.float32 and compile_enabled() and not _compile_failed and x.numel() > 0:
-            out = _dense_compiled(kernel, x, labels, quality, norm, track, consts)
-        need_pos = track or out is None
-        if need_pos:
+            out = _dense_compiled(kernel, x, labels, quality, norm, consts)
+        if track or out is None:
             pos_rows = ((labels >= 0) & (labels < x.shape[1])).nonzero().squeeze(1)
             pos_cols = labels[pos_rows]
         if out is None:
-            out = _dense_eager(kernel, x, labels, quality, norm, pos_rows, pos_cols, track, consts, set(class_params))
-        total, grad, neg_abs = out
-        pos_abs = None
+            out = _dense_eager(kernel, x, labels, quality, norm, pos_rows, pos_cols, consts, set(class_params))
+        total, grad = out
+        pos_abs = neg_abs = None
         if track:
-            pos_abs = torch.zeros(x.shape[1], dtype=torch.float32, device=device)
-            pos_abs.index_add_(0, pos_cols, grad[pos_rows, pos_cols].abs().float())
+            pos_abs, neg_abs = class_grad_sums(grad, pos_rows, pos_cols)
     if not logits.requires_grad:
         return total
     return _AttachGrad.apply(logits, total, grad, pos_abs, neg_abs, grad_stats)

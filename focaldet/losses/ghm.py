@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from focaldet.losses.checks import LossConfigError, check_range
-from focaldet.losses.engine import _AttachGrad, as_normalizer, compute_dtype
+from focaldet.losses.engine import _AttachGrad, as_normalizer, class_grad_sums, compute_dtype
 from focaldet.losses.grad_stats import GradStats
 from focaldet.losses.sigmoid import SigmoidLoss
 
@@ -62,11 +62,7 @@ def ghm_loss(logits: Tensor, labels: Tensor, *, normalizer, acc_sum: Tensor, bin
         grad = w * dce
         pos_abs = neg_abs = None
         if grad_stats is not None:
-            pos_abs = torch.zeros(K, dtype=torch.float32, device=x.device)
-            pos_abs.index_add_(0, pos_cols, grad[pos_rows, pos_cols].abs().float())
-            abs_grad = grad.abs()
-            abs_grad[pos_rows, pos_cols] = 0.0
-            neg_abs = abs_grad.sum(0).float()
+            pos_abs, neg_abs = class_grad_sums(grad, pos_rows, pos_cols)
     if not logits.requires_grad:
         return loss_total
     return _AttachGrad.apply(logits, loss_total, grad, pos_abs, neg_abs, grad_stats)

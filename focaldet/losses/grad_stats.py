@@ -1,8 +1,10 @@
 """Per-class gradient statistics G⁺ / G⁻ (SPEC §3), the state behind the equalized focal loss and a
 diagnostic for every sigmoid loss.
 
-The statistics are gathered inside the loss's own backward from its analytic local gradient
-``∂loss/∂logit`` (normalizer, α_t and every weighting factor included). They do not depend on the
+The statistics come from the loss's own analytic gradient ``∂loss/∂logit`` (normalizer, α_t and
+every weighting factor included), which the loss computes in its forward pass together with the
+value; they are added to the buffers in the loss's backward, i.e. only for passes that are
+back-propagated. They do not depend on the
 ``grad_output`` that reaches the loss, so AMP loss scaling (and any factor a caller multiplies the
 returned loss by) leaves them untouched; they are always accumulated in float32, whatever the
 logits' dtype.

@@ -126,43 +126,43 @@ def _targets(x: Tensor, labels: Tensor, quality):
     return y, t
 
 
-def _reduce(loss: Tensor, grad: Tensor, y: Tensor, labels: Tensor, norm: Tensor, track: bool):
+def _reduce(loss: Tensor, grad: Tensor, labels: Tensor, norm: Tensor):
+    """``(Σ loss / norm, grad / norm)`` over non-ignored rows."""
     valid = (labels >= 0)[:, None]
     # where(), not a multiplication: an ignored row's inf (modified_focal) must not become NaN
     loss = torch.where(valid, loss, 0.0)
     grad = torch.where(valid, grad * (1.0 / norm), 0.0)
-    neg_abs = torch.where(y, 0.0, grad.abs()).sum(0) if track else None
-    return loss.sum() / norm, grad, neg_abs
+    return loss.sum() / norm, grad
 
 
-def focal_dense(x, labels, quality, norm, track, alpha_pos, alpha_neg, gamma):
+def focal_dense(x, labels, quality, norm, alpha_pos, alpha_neg, gamma):
     y, t = _targets(x, labels, quality)
-    return _reduce(*focal(x, y, t, alpha_pos, alpha_neg, gamma), y, labels, norm, track)
+    return _reduce(*focal(x, y, t, alpha_pos, alpha_neg, gamma), labels, norm)
 
 
-def poly_focal_dense(x, labels, quality, norm, track, alpha_pos, alpha_neg, gamma, epsilon):
+def poly_focal_dense(x, labels, quality, norm, alpha_pos, alpha_neg, gamma, epsilon):
     y, t = _targets(x, labels, quality)
-    return _reduce(*poly_focal(x, y, t, alpha_pos, alpha_neg, gamma, epsilon), y, labels, norm, track)
+    return _reduce(*poly_focal(x, y, t, alpha_pos, alpha_neg, gamma, epsilon), labels, norm)
 
 
-def modified_focal_dense(x, labels, quality, norm, track, alpha_pos, alpha_neg, gamma, log_max_weight):
+def modified_focal_dense(x, labels, quality, norm, alpha_pos, alpha_neg, gamma, log_max_weight):
     y, t = _targets(x, labels, quality)
-    return _reduce(*modified_focal(x, y, t, alpha_pos, alpha_neg, gamma, log_max_weight), y, labels, norm, track)
+    return _reduce(*modified_focal(x, y, t, alpha_pos, alpha_neg, gamma, log_max_weight), labels, norm)
 
 
-def focal_star_dense(x, labels, quality, norm, track, alpha_pos, alpha_neg, gamma, beta):
+def focal_star_dense(x, labels, quality, norm, alpha_pos, alpha_neg, gamma, beta):
     y, t = _targets(x, labels, quality)
-    return _reduce(*focal_star(x, y, t, alpha_pos, alpha_neg, gamma, beta), y, labels, norm, track)
+    return _reduce(*focal_star(x, y, t, alpha_pos, alpha_neg, gamma, beta), labels, norm)
 
 
-def quality_focal_dense(x, labels, quality, norm, track, beta):
+def quality_focal_dense(x, labels, quality, norm, beta):
     y, t = _targets(x, labels, quality)
-    return _reduce(*quality_focal(x, y, t, beta), y, labels, norm, track)
+    return _reduce(*quality_focal(x, y, t, beta), labels, norm)
 
 
-def varifocal_dense(x, labels, quality, norm, track, alpha, gamma):
+def varifocal_dense(x, labels, quality, norm, alpha, gamma):
     y, t = _targets(x, labels, quality)
-    return _reduce(*varifocal(x, y, t, alpha, gamma), y, labels, norm, track)
+    return _reduce(*varifocal(x, y, t, alpha, gamma), labels, norm)
 
 
 # name -> (elementwise kernel, dense entry point)

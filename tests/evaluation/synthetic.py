@@ -13,8 +13,8 @@ CAT_IDS = [3, 7, 11, 25, 40, 90]  # non-contiguous; 90 never occurs in the groun
 
 def make_case(seed: int, num_images: int = 120):
     """``(gt, results)``: random boxes of every COCO size (4–300 px sides on 640 × 480), ~4 % crowd
-    boxes, images without objects, an image with 130 detections of one category, a category without ground truth (90) and one without
-    detections (40 on odd seeds); detections are jittered ground truths, class confusions and
+    boxes, images without objects, an image with 130 detections of one category, a category
+    without ground truth (90) and one without detections (40 on odd seeds); detections are jittered ground truths, class confusions and
     random boxes, with scores rounded to 2 decimals so that ties occur."""
     rng = np.random.default_rng(seed)
     W, H = 640, 480

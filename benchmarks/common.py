@@ -1,0 +1,125 @@
+"""Shared pieces of the model benchmarks: the same RetinaNet built by focaldet and by torchvision,
+the same random batch, memory readings and timing.
+
+Both models are built with the *same* architecture: torchvision's ResNet (FrozenBatchNorm2d, stem and
+layer1 frozen), FPN on C3–C5 with 256 channels, P6/P7 from P5 (torchvision v1; ours with
+``model.preset=torchvision_v1``, which also selects torchvision's anchor table and 300 detections),
+a 4 × 256 head, 9 anchors per location, ``num_classes`` sigmoid outputs, focal loss γ = 2, α = 0.25,
+L1 box loss. Ours pads every input to a multiple of 128 (the stride of P7); torchvision is told to do
+the same (``size_divisible=128``) and gets ``min_size = max_size = size`` so it never resizes: both
+run their convolutions on exactly the same tensor size.
+"""
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torchvision
+from torchvision.models.detection import RetinaNet as TVRetinaNet
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from focaldet.config import load_config
+from focaldet.model import build_model
+from focaldet.model.torchvision_compat import load_torchvision_retinanet_state_dict
+
+SETTINGS = {  # name -> (backbone, image size, batch)
+    "r18-320-b4": ("resnet18", 320, 4),
+    "r50-512-b2": ("resnet50", 512, 2),
+}
+NUM_CLASSES = 80
+
+
+def build_torchvision(backbone: str, size: int, num_classes: int = NUM_CLASSES) -> TVRetinaNet:
+    """torchvision RetinaNet with our architecture choices (see the module docstring)."""
+    resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=FrozenBatchNorm2d)
+    body = _resnet_fpn_extractor(resnet, trainable_layers=3, returned_layers=[2, 3, 4],
+                                 extra_blocks=LastLevelP6P7(256, 256))
+    return TVRetinaNet(body, num_classes, min_size=size, max_size=size, size_divisible=128)
+
+
+def build_ours(backbone: str, num_classes: int = NUM_CLASSES, overrides: tuple[str, ...] = ()):
+    cfg = load_config(None, [f"model.backbone={backbone}", "model.norm=frozen_bn", "model.frozen_stages=2",
+                             "model.preset=torchvision_v1", "model.p6_from=p5", "model.head_depth=4",
+                             "model.head_width=256", "model.fpn_channels=256", "model.box_loss=l1",
+                             "loss.name=focal", *overrides])
+    return build_model(cfg, num_classes=num_classes)
+
+
+def build_pair(backbone: str, size: int, num_classes: int = NUM_CLASSES, cls_bias: float | None = None):
+    """(ours, torchvision) with identical weights (torchvision's init copied into ours).
+    ``cls_bias`` overrides the class-output bias of both (e.g. 0.0 so every candidate passes the
+    0.05 score threshold: the worst case for post-processing)."""
+    torch.manual_seed(0)
+    tv = build_torchvision(backbone, size, num_classes)
+    if cls_bias is not None:
+        torch.nn.init.constant_(tv.head.classification_head.cls_logits.bias, cls_bias)
+    ours = build_ours(backbone, num_classes)
+    load_torchvision_retinanet_state_dict(ours, tv.state_dict())
+    return ours, tv
+
+
+def make_batch(batch: int, size: int, num_classes: int = NUM_CLASSES, seed: int = 0):
+    """``images (B, 3, size, size)`` in [0, 1] and per image 3–12 random boxes (8–60 % of the side)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, size, size, generator=g)
+    targets = []
+    for _ in range(batch):
+        n = int(torch.randint(3, 13, (1,), generator=g))
+        wh = (torch.rand(n, 2, generator=g) * 0.52 + 0.08) * size
+        xy = torch.rand(n, 2, generator=g) * (size - wh)
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        targets.append({"boxes": boxes, "labels": torch.randint(0, num_classes, (n,), generator=g)})
+    return images, targets
+
+
+# ------------------------------------------------------------------------------------------------
+def rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) * 1024
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size since the process started or since :func:`reset_peak_rss`."""
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux ≥ 4.0: ``clear_refs`` value 5), so
+    the peak of a measured phase excludes warm-up and compilation. False where it is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def median_time(step: Callable[[], None], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall seconds of ``step`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return (statistics.median(times) if times else float("nan")), times
+
+
+def machine_line() -> str:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+            f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
