@@ -13,6 +13,7 @@ Before timing, the detections of both are compared (same weights → same boxes,
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -24,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import SETTINGS, build_pair, machine_line, make_batch  # noqa: E402
 
 
-def make_runs(setting: str, device: str = "cpu"):
+def make_runs(setting: str, device: str = "cpu", channels_last: bool = False):
     backbone, size, batch = SETTINGS[setting]
     ours, tv = build_pair(backbone, size, cls_bias=0.0)
     ours, tv = ours.to(device).eval(), tv.to(device).eval()
@@ -48,7 +49,19 @@ def make_runs(setting: str, device: str = "cpu"):
         sync()
         return out
 
-    return {"ours": run_ours, "torchvision": run_tv}, batch
+    runs = {"ours": run_ours, "torchvision": run_tv}
+    if channels_last:  # what channels_last would give: weights and input in NHWC (model code unchanged)
+        ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+        images_cl = images.contiguous(memory_format=torch.channels_last)
+
+        @torch.inference_mode()
+        def run_ours_cl():
+            out = ours_cl(images_cl, sizes)
+            sync()
+            return out
+
+        runs["ours_cl"] = run_ours_cl
+    return runs, batch
 
 
 def compare(a: list[dict], b: list[dict]) -> str:
@@ -72,6 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
     parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time ours with weights and input in channels_last (a row 'ours NHWC')")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if args.profile:
@@ -91,7 +106,7 @@ def main(argv=None) -> int:
     print("| setting | ours ms/img | torchvision ms/img | speed ratio | load |\n|---|---:|---:|---:|---:|", flush=True)
     notes = []
     for setting in args.settings.split(","):
-        runs, batch = make_runs(setting, args.device)
+        runs, batch = make_runs(setting, args.device, args.channels_last)
         notes.append(f"{setting}: {compare(runs['ours'](), runs['torchvision']())}")
         times = {side: [] for side in runs}
         for _ in range(args.repeats):
@@ -102,6 +117,11 @@ def main(argv=None) -> int:
         o = statistics.median(times["ours"]) / batch * 1000
         t = statistics.median(times["torchvision"]) / batch * 1000
         print(f"| {setting} | {o:.1f} | {t:.1f} | **{t / o:.2f}×** | {os.getloadavg()[0]:.1f} |", flush=True)
+        if "ours_cl" in times:
+            c = statistics.median(times["ours_cl"]) / batch * 1000
+            print(f"| {setting} (ours NHWC) | {c:.1f} | {t:.1f} | **{t / c:.2f}×** | {os.getloadavg()[0]:.1f} |",
+                  flush=True)
+            notes.append(f"{setting} NHWC: {compare(runs['ours_cl'](), runs['torchvision']())}")
     print()
     for n in notes:
         print(f"- {n}")

@@ -1,7 +1,7 @@
 """Forward + backward time of every sigmoid loss vs ``torchvision.ops.sigmoid_focal_loss`` (eager,
 with the dense one-hot target it needs), in one process, 2 CPU threads.
 
-    .venv/bin/python benchmarks/bench_losses.py [--repeats 10] [--sizes 100000x80,200000x10]
+    .venv/bin/python benchmarks/bench_losses.py [--repeats 10] [--sizes 100000x80,200000x10] [--threads 2]
 
 Prints a markdown table: median milliseconds per forward+backward (after a warm-up that includes
 the one-time compile, reported separately; all variants timed round-robin), the speed-up of our ``focal`` over torchvision and the cost
@@ -54,8 +54,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sizes", default="100000x80,200000x10")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="", help="comma-separated subset of the rows, e.g. focal,equalized_focal")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     variants = [("focal", {}, False), ("focal", {}, True), ("bce", {}, False), ("balanced_bce", {}, False),
                 ("modified_focal", {}, False), ("modified_focal", {"max_weight": 1e4}, False),
@@ -86,6 +88,8 @@ def main(argv=None) -> int:
 
         steps = {"torchvision": tv_step}
         for name, params, track in variants:
+            if args.only and name not in args.only.split(","):
+                continue
             label = name + "".join(f", {a}={b:g}" for a, b in params.items())
             label += " (+grad stats)" if track and name != "equalized_focal" else ""
             steps[label] = our_step(build_loss(name, num_classes=k, track_grad_stats=track, **params))

@@ -30,10 +30,13 @@ GiB = 1024 ** 3
 def make_step(side: str, setting: str, device: str = "cpu"):
     backbone, size, batch = SETTINGS[setting]
     ours, tv = build_pair(backbone, size)
-    model = (ours if side == "ours" else tv).to(device).train()
+    model = (tv if side == "torchvision" else ours).to(device).train()
     del ours, tv
     images, targets = make_batch(batch, size)
     images = images.to(device)
+    if side == "ours_cl":  # what channels_last would give: weights and input in NHWC (model unchanged)
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
     image_list = list(images)
     sizes = [(size, size)] * batch
@@ -42,7 +45,7 @@ def make_step(side: str, setting: str, device: str = "cpu"):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        if side == "ours":
+        if side != "torchvision":
             losses = model(images, sizes, targets)
             loss = losses["loss_cls"] + losses["loss_box"]
         else:
@@ -93,7 +96,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
     parser.add_argument("--rows", type=int, default=15)
-    parser.add_argument("--worker", choices=("ours", "torchvision"), help=argparse.SUPPRESS)
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time ours with weights and input in channels_last (a row 'ours, NHWC')")
+    parser.add_argument("--worker", choices=("ours", "ours_cl", "torchvision"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.settings, args.repeats, args.device)))
@@ -106,9 +111,10 @@ def main(argv=None) -> int:
     print("| setting | ours s/iter | torchvision s/iter | ours img/s | torchvision img/s | speed ratio "
           "| ours peak GiB (step) | torchvision peak GiB (step) | memory ratio | load |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    sides = ("ours", "ours_cl", "torchvision") if args.channels_last else ("ours", "torchvision")
     for setting in args.settings.split(","):
         res = {}
-        for side in ("ours", "torchvision"):
+        for side in sides:
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--settings", setting,
                    "--repeats", str(args.repeats), "--device", args.device]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -116,19 +122,25 @@ def main(argv=None) -> int:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return proc.returncode
             res[side] = json.loads(proc.stdout.strip().splitlines()[-1])
-        o, t = res["ours"], res["torchvision"]
-        b = o["batch"]
-        if args.device == "cpu":
-            mo, mt = o["peak_rss"] / GiB, t["peak_rss"] / GiB
-            so, st = (o["peak_rss"] - o["rss_before"]) / GiB, (t["peak_rss"] - t["rss_before"]) / GiB
-            mem = f"{mo:.2f} ({so:.2f}) | {mt:.2f} ({st:.2f}) | {so / st:.2f}"
-        else:
-            mo, mt = o["cuda_peak"] / GiB, t["cuda_peak"] / GiB
-            mem = f"{mo:.2f} | {mt:.2f} | {mo / mt:.2f}"
-        print(f"| {setting} | {o['median_s']:.3f} | {t['median_s']:.3f} | {b / o['median_s']:.2f} | "
-              f"{b / t['median_s']:.2f} | **{t['median_s'] / o['median_s']:.2f}×** | {mem} | "
-              f"{os.getloadavg()[0]:.1f} |", flush=True)
+        for name in sides[:-1]:
+            print_row(setting, name, res[name], res["torchvision"], args.device)
     return 0
+
+
+def print_row(setting: str, name: str, o: dict, t: dict, device: str) -> None:
+    b = o["batch"]
+    if name == "ours_cl":
+        setting += " (ours NHWC)"
+    if device == "cpu":
+        mo, mt = o["peak_rss"] / GiB, t["peak_rss"] / GiB
+        so, st = (o["peak_rss"] - o["rss_before"]) / GiB, (t["peak_rss"] - t["rss_before"]) / GiB
+        mem = f"{mo:.2f} ({so:.2f}) | {mt:.2f} ({st:.2f}) | {so / st:.2f}"
+    else:
+        mo, mt = o["cuda_peak"] / GiB, t["cuda_peak"] / GiB
+        mem = f"{mo:.2f} | {mt:.2f} | {mo / mt:.2f}"
+    print(f"| {setting} | {o['median_s']:.3f} | {t['median_s']:.3f} | {b / o['median_s']:.2f} | "
+          f"{b / t['median_s']:.2f} | **{t['median_s'] / o['median_s']:.2f}×** | {mem} | "
+          f"{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ class SamplingStream:
         m = _ITER_RE.search(text)
         if m and text.startswith("Epoch(train)"):
             self.samples.append((int(m.group(1)), rss_mib()))
+            # one line per sample, so an interrupted soak still leaves a quotable trace
+            self.echo.write(f"soak: sample iter {self.samples[-1][0]} rss {self.samples[-1][1]:.1f} MiB\n")
         return self.echo.write(text)
 
     def flush(self) -> None:

@@ -24,15 +24,14 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from focaldet.analysis.arms import Arm, CompareError
-from focaldet.analysis.runs import METRICS, RunRecord, read_run
+from focaldet.analysis.runs import RunRecord, read_run
 from focaldet.config import Config, config_from_dict, load_config, parse_override, _set_dotted
 from focaldet.utils.io import atomic_write_json
-
 
 
 @dataclass
@@ -135,16 +134,15 @@ def write_plan(out: Path, specs: Sequence[RunSpec], meta: dict) -> None:
 def run_one(spec: RunSpec, train_fn: Callable) -> None:
     """Train one run; a divergence is recorded (``result.json`` with ``status: diverged``)."""
     from focaldet.errors import TrainingDiverged
-    from focaldet.utils.io import atomic_write_json as _write
 
     try:
         result = train_fn(spec.cfg, raise_on_diverge=False)
     except TrainingDiverged as e:  # an engine that raises anyway: record it, keep comparing
         result = {"status": "diverged", "run_dir": str(spec.dir), "message": str(e),
                   "diverged_at": getattr(e, "iteration", None)}
-        _write(spec.dir / "result.json", result)
+        atomic_write_json(spec.dir / "result.json", result)
     if not (spec.dir / "result.json").is_file():  # contract: the engine writes it; be safe
-        _write(spec.dir / "result.json", result)
+        atomic_write_json(spec.dir / "result.json", result)
 
 
 def execute(specs: Sequence[RunSpec], *, train_fn: Optional[Callable] = None,
@@ -204,12 +202,13 @@ def compare(config, arms: Sequence[Arm], seeds: Sequence[int], out, *, overrides
             baseline: Optional[str] = None, preset=None, plots: bool = True, detections: bool = True,
             train_fn: Optional[Callable] = None, log: Callable[[str], None] = print,
             command: Optional[str] = None, title: Optional[str] = None,
-            extra_plots: Optional[Callable] = None) -> CompareResult:
+            extra_plots: Optional[Callable] = None, train: bool = True) -> CompareResult:
     """Train every (arm, seed) not yet finished under ``out``, then write the summary, the plots
     and the report. ``config``: YAML path (or None for the defaults); ``overrides``: global
     ``key=value`` config overrides; ``preset``: a :class:`~focaldet.analysis.presets.Preset`
     whose claims are checked in the report; ``extra_plots(specs, records, plot_dir) -> list[Path]``
-    adds figures of the caller's own (the demo's photos)."""
+    adds figures of the caller's own (the demo's photos). ``train=False`` trains nothing and
+    reports the runs finished so far (the others appear as "not run")."""
     from focaldet.analysis.report import build_blocks, write_report
     from focaldet.analysis.summary import summarize_runs
 
@@ -231,7 +230,10 @@ def compare(config, arms: Sequence[Arm], seeds: Sequence[int], out, *, overrides
     write_plan(out, specs, {"command": command, "versions": vers, "config": None if config is None else str(config),
                             "overrides": list(overrides), "arms": [a.to_dict() for a in arms],
                             "seeds": seeds, "baseline": baseline, "preset": preset.name if preset else None})
-    records = execute(specs, train_fn=train_fn, log=log)
+    if train:
+        records = execute(specs, train_fn=train_fn, log=log)
+    else:
+        records = [read_run(s.dir, s.arm.name, s.seed) for s in specs]
 
     summary = summarize_runs(records, arms, baseline)
     claims = preset.claims(summary) if preset else []

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="a predefined comparison: paper-table1 = Lin et al. 2017 Table 1 / §5.1 ablations")
     p.add_argument("--no-plots", action="store_true", help="write the report without figures")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the runs finished so far (e.g. while a long "
+                        "comparison is still running elsewhere)")
 
 
 def parse_seeds(text, default: int) -> list[int]:
@@ -105,7 +108,7 @@ def run(args) -> int:
         seeds = parse_seeds(args.seeds, 3)
         baseline = args.baseline
     result = compare(config, arms, seeds, out, overrides=global_ov, baseline=baseline, preset=preset,
-                     plots=not args.no_plots)
+                     plots=not args.no_plots, train=not args.report_only)
     print()
     print(console_table(result.summary))
     for c in result.summary["claims"]:

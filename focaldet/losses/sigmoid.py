@@ -64,7 +64,8 @@ def poly_focal_loss(logits, labels, *, normalizer, gamma: float = 2.0, alpha: fl
                     epsilon: float = 1.0, grad_stats=None) -> Tensor:
     """Poly-1 focal loss: ``FL + ε (1-p_t)^(γ+1)``."""
     return sigmoid_loss("poly_focal", logits, labels, normalizer=normalizer, grad_stats=grad_stats,
-                        consts=dict(alpha_pos=alpha, alpha_neg=1.0 - alpha, gamma=gamma, epsilon=epsilon))
+                        consts=dict(alpha_pos=alpha, alpha_neg=1.0 - alpha, gamma=gamma, epsilon=epsilon),
+                        neg_grad_nonnegative=epsilon >= 0)  # ε < 0 can make a negative's gradient < 0
 
 
 def quality_focal_loss(logits, labels, *, normalizer, quality: Tensor, beta: float = 2.0,

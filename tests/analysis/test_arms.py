@@ -73,7 +73,33 @@ def test_arm_overrides_apply_to_that_arm_only(tmp_path: Path):
     base = load_config(None)
     assert run_config(base, arms["bce_noprior"], 0, tmp_path).model.prior_prob == 0.5
     assert run_config(base, arms["bce_prior"], 0, tmp_path).model.prior_prob == 0.01
+    clipped = load_config(None, ["train.grad_clip=10"])
+    assert run_config(clipped, arms["bce_noprior"], 0, tmp_path).train.grad_clip is None
+    assert run_config(clipped, arms["focal_g2"], 0, tmp_path).train.grad_clip == 10
     # Table 1b's α per γ (Lin et al. 2017): γ 0.5 → α 0.5; γ 1, 2, 5 → α 0.25
     assert {n: arms[n].params for n in ("focal_g0.5", "focal_g1", "focal_g2", "focal_g5")} == {
         "focal_g0.5": {"gamma": 0.5, "alpha": 0.5}, "focal_g1": {"gamma": 1.0, "alpha": 0.25},
         "focal_g2": {"gamma": 2.0, "alpha": 0.25}, "focal_g5": {"gamma": 5.0, "alpha": 0.25}}
+
+
+def test_cli_accepts_overrides_before_and_after_options():
+    from focaldet.cli.main import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["compare", "c.yaml", "train.epochs=2", "--losses", "focal,bce", "--seeds", "0,4",
+                      "--out", "o", "modified_focal.gamma=1"])
+    assert (a.config, a.overrides, a.losses, a.seeds, a.out) == (
+        "c.yaml", ["train.epochs=2", "modified_focal.gamma=1"], "focal,bce", "0,4", "o")
+    assert p.parse_args(["demo", "--quick", "train.max_iters=5"]).overrides == ["train.max_iters=5"]
+    with pytest.raises(SystemExit):
+        p.parse_args(["compare", "c.yaml", "--out", "o", "stray-word"])  # still refused
+
+
+def test_parse_seeds():
+    from focaldet.cli.compare import parse_seeds
+
+    assert parse_seeds(None, 3) == [0, 1, 2]
+    assert parse_seeds("2", 3) == [0, 1]
+    assert parse_seeds("0,5,7", 3) == [0, 5, 7]
+    with pytest.raises(CompareError, match="--seeds 'x'"):
+        parse_seeds("x", 3)

@@ -5,7 +5,6 @@ import json
 import math
 import shutil
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -124,3 +123,15 @@ def test_rerun_with_another_config_is_refused(tiny):
     cfg, arms, out, _ = tiny
     with pytest.raises(CompareError, match=r"run focal/seed0 was started with another config \(train.max_iters"):
         compare(cfg, arms, [0, 1], out, overrides=["train.max_iters=4"], plots=False)
+
+
+def test_report_only_reports_missing_runs_without_training(tiny):
+    cfg, arms, out, _ = tiny
+    gone = out / "runs" / "focal" / "seed1"
+    shutil.rmtree(gone)
+    result = compare(cfg, arms, [0, 1], out, plots=False, train=False, command="c")
+    assert not gone.exists()  # nothing trained
+    assert [r.status for r in result.records].count("missing") == 1
+    row = next(r for r in _table_rows((out / "report.md").read_text(), "Results: mean ± std over seeds")
+               if r[0] == "focal")
+    assert row[1] == "1/2 (1 not run)"

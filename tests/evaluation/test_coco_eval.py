@@ -114,3 +114,15 @@ def test_bad_ground_truth_names_file_and_field(tmp_path):
         evaluate_detections(path, results)
     with pytest.raises(EvaluationError, match="not found"):
         evaluate_detections(tmp_path / "missing.json", results)
+
+
+def test_garbage_collector_is_restored():
+    import gc
+
+    gt, results = make_case(0, num_images=5)
+    assert gc.isenabled()
+    evaluate_detections(gt, results)
+    assert gc.isenabled()
+    with pytest.raises(EvaluationError):
+        evaluate_detections(gt, [dict(results[0], image_id=-5)])
+    assert gc.isenabled()

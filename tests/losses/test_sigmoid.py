@@ -37,6 +37,7 @@ CASES = {
                               {"gamma": 2.0, "alpha": 0.25, "max_weight": 1e6}, False),
     "focal_star": (focal_star_loss, R.ref_focal_star, {"gamma": 2.0, "beta": 1.0, "alpha": 0.25}, False),
     "poly_focal": (poly_focal_loss, R.ref_poly_focal, {"gamma": 2.0, "alpha": 0.25, "epsilon": 1.0}, False),
+    "poly_focal_neg_eps": (poly_focal_loss, R.ref_poly_focal, {"gamma": 1.0, "alpha": 0.25, "epsilon": -1.0}, False),
     "quality_focal": (quality_focal_loss, R.ref_quality_focal, {"beta": 2.0}, True),
     "varifocal": (varifocal_loss, R.ref_varifocal, {"alpha": 0.75, "gamma": 2.0}, True),
 }
@@ -183,11 +184,12 @@ def test_modified_focal_overflows_uncapped_and_is_finite_capped():
     assert fine.item() == pytest.approx(ref, rel=1e-5)
 
 
-def test_grad_stats_match_reference_gradient():
-    x64, labels, _ = make_batch()
+@pytest.mark.parametrize("name", ["focal", "poly_focal_neg_eps", "quality_focal", "modified_focal_capped"])
+def test_grad_stats_match_reference_gradient(name):
+    x64, labels, q = make_batch(extremes=False)
     stats = GradStats(K)
-    _, ref_grad = reference("focal", x64, labels, None, 7.0)
-    ours("focal", x64.float(), labels, None, 7.0, grad_stats=stats)
+    _, ref_grad = reference(name, x64, labels, q, 7.0)
+    ours(name, x64.float(), labels, q, 7.0, grad_stats=stats)
     y = R.one_hot(labels, K)
     valid = (labels >= 0)[:, None].double()
     torch.testing.assert_close(stats.pos_grad.double(), (ref_grad.abs() * y * valid).sum(0), rtol=1e-4, atol=1e-7)
@@ -196,7 +198,9 @@ def test_grad_stats_match_reference_gradient():
     # independent of grad_output (AMP loss scaling): a scaled backward adds the same statistics
     before = stats.pos_grad.clone()
     x = x64.float().requires_grad_()
-    (focal_loss(x, labels, normalizer=7.0, grad_stats=stats) * 1024.0).backward()
+    fn, _, params, needs_q = CASES[name]
+    kw = {"quality": q.float()} if needs_q else {}
+    (fn(x, labels, normalizer=7.0, grad_stats=stats, **kw, **params) * 1024.0).backward()
     torch.testing.assert_close(stats.pos_grad, 2 * before)
 
 
