@@ -52,7 +52,9 @@ def main(argv=None) -> int:
     try:
         return int(args._run(args) or 0)
     except FocaldetError as e:
-        print(f"focaldet {args.command}: error: {e}", file=sys.stderr)
+        # One line whatever the message holds (a YAML parser error spans several lines).
+        message = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+        print(f"focaldet {args.command}: error: {message}", file=sys.stderr)
         hint = getattr(e, "hint", "")
         if hint:
             print(f"  hint: {hint}", file=sys.stderr)

@@ -21,6 +21,7 @@ def _batch():
 EXTRA = {"modified_focal": ["loss.max_weight=10"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", loss_names())
 def test_every_loss_trains_30_iterations_without_nonfinite_values(loss):
     torch.manual_seed(0)
@@ -67,6 +68,7 @@ def _ap50(detections, target):
     return ev.stats[1]
 
 
+@pytest.mark.slow
 def test_overfits_one_real_image_to_ap50_of_one():
     torch.manual_seed(0)
     model = tiny_model("focal", fpn=64, depth=2, width=64)
