@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--channels-last", action="store_true",
                         help="also time ours with weights and input in channels_last (a row 'ours, NHWC')")
+    parser.add_argument("--torchvision-first", action="store_true",
+                        help="run torchvision's subprocess before ours (to see the effect of the order under load)")
     parser.add_argument("--worker", choices=("ours", "ours_cl", "torchvision"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
     sides = ("ours", "ours_cl", "torchvision") if args.channels_last else ("ours", "torchvision")
     for setting in args.settings.split(","):
         res = {}
-        for side in sides:
+        for side in (sides[::-1] if args.torchvision_first else sides):
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--settings", setting,
                    "--repeats", str(args.repeats), "--device", args.device]
             proc = subprocess.run(cmd, capture_output=True, text=True)

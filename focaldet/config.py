@@ -156,7 +156,8 @@ class TrainConfig:
     max_iters: Optional[int] = None  # overrides epochs when set
     base_lr: float = 0.01  # for `base_batch` images; scaled linearly to the real total batch
     base_batch: int = 16
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd (SGD with momentum, SPEC §4) | adamw (β = 0.9, 0.999; from-scratch CPU presets)
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     warmup_iters: int = 500
     warmup_factor: float = 0.001
@@ -176,6 +177,7 @@ class TrainConfig:
             _range(where, "max_iters", self.max_iters, 1, None)
         _range(where, "base_lr", self.base_lr, 0.0, None, open_lo=True)
         _range(where, "base_batch", self.base_batch, 1, None)
+        _choice(where, "optimizer", self.optimizer, ("sgd", "adamw"))
         _range(where, "momentum", self.momentum, 0.0, 1.0)
         _range(where, "weight_decay", self.weight_decay, 0.0, None)
         _range(where, "warmup_iters", self.warmup_iters, 0, None)

@@ -104,11 +104,18 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
     try:
         ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 — torch raises many types for bad files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unpickler" in str(e):
+        # torch prefixes every weights_only failure with the same advice paragraph; the line that
+        # says what happened is the GLOBAL one (a Python object: refused) or e.g. "Unsupported
+        # operand" (bytes that are no pickle at all: a corrupt file).
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        refused = [ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln]
+        if refused:
             raise CheckpointError(f"{path}: refused to load: it contains Python objects other than "
-                                  f"tensors and plain values ({msg[:200]})",
+                                  f"tensors and plain values ({refused[0].split(' by default')[0][:200]})",
                                   hint="only load checkpoints written by focaldet from sources you trust") from None
+        useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file an issue",
+                                                           "Check the documentation"))]
+        msg = useful[-1] if useful else (lines[0] if lines else type(e).__name__)
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {msg[:200]}") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]

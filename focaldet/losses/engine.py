@@ -5,7 +5,9 @@ Compilation: each dense kernel is compiled with ``torch.compile`` with the ancho
 dynamic, so new anchor counts do not recompile (a new class count or a new scalar parameter value
 compiles once more; a training run uses one of each). If compiling fails (no C++ compiler, an
 unsupported platform) the loss warns once and falls back to the eager path for the
-rest of the process. ``FOCALDET_COMPILE=0`` turns compilation off. Only float32 work is compiled;
+rest of the process. ``FOCALDET_COMPILE=0`` turns compilation off. Inputs with fewer than
+``FOCALDET_COMPILE_MIN_ELEMENTS`` elements (default 2**20) run eagerly: on small CPU presets the
+one-off compile costs tens of seconds and saves only milliseconds per step. Only float32 work is compiled;
 float64 inputs (gradcheck, references) run eagerly.
 
 The eager path never builds a one-hot target either: it evaluates every element as a negative and
@@ -28,6 +30,10 @@ _compile_failed = False
 
 def compile_enabled() -> bool:
     return os.environ.get("FOCALDET_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def compile_min_elements() -> int:
+    return int(os.environ.get("FOCALDET_COMPILE_MIN_ELEMENTS", str(2 ** 20)))
 
 
 def _compiled_dense(kernel: str):
@@ -171,7 +177,8 @@ def sigmoid_loss(kernel: str, logits: Tensor, labels: Tensor, *, normalizer, con
         consts = {k: (v.to(device=device, dtype=dtype) if isinstance(v, Tensor) else float(v))
                   for k, v in consts.items()}
         out = None
-        if dtype == torch.float32 and compile_enabled() and not _compile_failed and x.numel() > 0:
+        if dtype == torch.float32 and compile_enabled() and not _compile_failed \
+                and x.numel() >= max(1, compile_min_elements()):
             out = _dense_compiled(kernel, x, labels, quality, norm, consts)
         if track or out is None:
             pos_rows = ((labels >= 0) & (labels < x.shape[1])).nonzero().squeeze(1)

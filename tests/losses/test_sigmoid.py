@@ -207,6 +207,7 @@ def test_grad_stats_match_reference_gradient(name):
 @pytest.mark.parametrize("name", ["focal", "modified_focal_capped", "varifocal"])
 def test_compiled_kernels_match_reference(name, monkeypatch):
     monkeypatch.setenv("FOCALDET_COMPILE", "1")
+    monkeypatch.setenv("FOCALDET_COMPILE_MIN_ELEMENTS", "1")
     from focaldet.losses import engine
     stats = GradStats(K)
     for n in (48, 75):  # a second anchor count must not need another compile to be right
@@ -241,6 +242,7 @@ def test_compile_failure_falls_back_to_eager_once_with_a_warning(monkeypatch):
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setenv("FOCALDET_COMPILE", "1")
+    monkeypatch.setenv("FOCALDET_COMPILE_MIN_ELEMENTS", "1")
     monkeypatch.setattr(engine, "_compile_failed", False)
     monkeypatch.setitem(engine._compiled, "focal", broken)
     x64, labels, _ = make_batch()

@@ -27,7 +27,7 @@ DRIVER = Path(__file__).with_name("_kill_driver.py")
 def _kill_plan(seed: int) -> list[dict]:
     """10 kill points in a seeded order: 4 inside the write of a periodic checkpoint, 2 inside the
     write of its checksum sidecar, 2 inside the re-pointing of last.pt (its sidecar), 2 a random
-    0-0.6 s after a checkpoint completed (the next iteration or the next write). Each attempt
+    0-0.3 s after a checkpoint completed (the next iteration or the next write). Each attempt
     advances at most ~2 iterations, so 10 iterations leave room for all 10 kills."""
     rng = random.Random(seed)
     plan = ([{"kind": "write", "file": "iter_*.pt"}] * 4 + [{"kind": "write", "file": "iter_*.pt.sha256"}] * 2
@@ -36,7 +36,7 @@ def _kill_plan(seed: int) -> list[dict]:
     rng.shuffle(plan)
     for p in plan:
         if p["kind"] == "after":
-            p["delay"] = round(rng.uniform(0.0, 0.6), 3)
+            p["delay"] = round(rng.uniform(0.0, 0.3), 3)
     return plan
 
 

@@ -1,0 +1,47 @@
+"""``train.optimizer``: the choice is validated by name, and ``adamw`` really trains with AdamW —
+the checkpointed optimizer state holds Adam's moment buffers, related after one step as the AdamW
+formulas (default betas) say; the CPU presets load and select it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from focaldet.config import ConfigError, load_config
+from focaldet.engine import train
+
+PRESETS = Path(__file__).resolve().parents[2] / "focaldet" / "configs"
+
+
+def test_unknown_optimizer_names_the_key():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["train.optimizer=adam"])
+    assert "train.optimizer" in str(e.value) and "adam" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["lt_stamps_cpu.yaml", "lt_digits_cpu.yaml"])
+def test_cpu_presets_use_adamw(name):
+    cfg = load_config(PRESETS / name)
+    assert cfg.train.optimizer == "adamw"
+    assert cfg.model.anchor_sizes is not None and len(cfg.model.anchor_sizes) == 5
+
+
+def test_adamw_moments_match_float64_formulas(write_tiny_config, tmp_path):
+    lr, wd = 1e-3, 0.05
+    path = write_tiny_config(train={"optimizer": "adamw", "base_lr": lr, "base_batch": 4, "max_iters": 1,
+                                    "weight_decay": wd, "warmup_iters": 0, "milestones": [1],
+                                    "ckpt_interval": 1, "grad_clip": None})
+    cfg = load_config(path)
+    torch.manual_seed(0)
+    train(cfg, stream=open(os.devnull, "w"))
+    ckpt = torch.load(Path(cfg.runtime.work_dir) / "checkpoints" / "last.pt", weights_only=True)
+    state = ckpt["optimizer"]["state"]
+    assert state and all({"exp_avg", "exp_avg_sq", "step"} <= set(s) for s in state.values())
+    # After one step Adam's moments are m = (1 - beta1) g and v = (1 - beta2) g^2 with the default
+    # betas (0.9, 0.999), so v / m^2 = 0.001 / 0.01 = 0.1 for every parameter (SGD keeps a momentum buffer).
+    for s in state.values():
+        m, v = s["exp_avg"].double(), s["exp_avg_sq"].double()
+        torch.testing.assert_close(v, 0.1 * m * m, rtol=1e-4, atol=1e-30)
+    assert ckpt["optimizer"]["param_groups"][0]["weight_decay"] == wd
