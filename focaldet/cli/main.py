@@ -45,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a `key=value ...` positional at the first option; accept overrides
+    # after the options too (`focaldet train cfg.yaml --resume train.epochs=6`).
+    if extra:
+        if hasattr(args, "overrides") and all("=" in w and not w.startswith("-") for w in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
