@@ -90,11 +90,11 @@ def main(argv=None) -> int:
     ])
     stream = SamplingStream(sys.stdout)
     t0 = time.time()
-    result = train(cfg, stream=stream, use_tqdm=False)
+    result = train(cfg, stream=stream, use_tqdm=False, raise_on_diverge=False)
     wall = time.time() - t0
 
     # ---- finiteness ------------------------------------------------------------------------
-    nonfinite = []
+    nonfinite = [result["message"]] if result["status"] == "diverged" else []
     for line in (work / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
         for k, v in rec.items():

@@ -167,6 +167,16 @@ class CheckpointManager:
         self.dir = Path(directory)
         self.keep_last = keep_last
 
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files left by a write that was killed (``.name.*.tmp``); returns how
+        many. Call once when a run starts, before any checkpoint is written."""
+        if not self.dir.is_dir():
+            return 0
+        stale = [p for p in self.dir.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)
+
     def iter_files(self) -> list[Path]:
         """Periodic checkpoints, newest first."""
         if not self.dir.is_dir():

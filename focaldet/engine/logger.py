@@ -5,6 +5,7 @@ Only rank 0 writes; other ranks get a :class:`MetricLogger` with ``enabled=False
 """
 from __future__ import annotations
 
+from focaldet.utils.io import atomic_write_text
 import csv
 import datetime
 import json
@@ -70,7 +71,7 @@ class MetricLogger:
         if self.jsonl_path.is_file():
             keep = [ln for ln in self.jsonl_path.read_text().splitlines()
                     if ln.strip() and _iter_of_json(ln) <= start_iter]
-            self.jsonl_path.write_text("".join(ln + "\n" for ln in keep))
+            atomic_write_text(self.jsonl_path, "".join(ln + "\n" for ln in keep))
         if self.csv_path.is_file() and start_iter > 0:
             with self.csv_path.open(newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if _int_or(r.get("iter"), 0) <= start_iter]

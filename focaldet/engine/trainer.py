@@ -158,6 +158,8 @@ def train(cfg: Config, *, raise_on_diverge: bool = True, stream=None, use_tqdm: 
 
     run_dir = Path(cfg.runtime.work_dir)
     ckpts = CheckpointManager(run_dir / "checkpoints", cfg.train.keep_last)
+    if rank == 0:
+        ckpts.remove_stale_temporaries()  # left by a write that was killed
     resolve_data(cfg)
     train_set = build_dataset(cfg.data, train=True)
     val_set = build_dataset(cfg.data, train=False)
