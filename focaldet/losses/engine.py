@@ -86,18 +86,24 @@ def class_grad_sums(grad: Tensor, pos_rows: Tensor, pos_cols: Tensor, neg_grad_n
     Column sums are taken as ``ones(N) @ grad`` (a BLAS gemv that reads the array row by row; a
     column reduction is several times slower for small K). Where every negative element's gradient
     is ≥ 0 — true for every sigmoid loss here (a negative's loss grows with its logit) except
-    ``poly_focal`` with ε < 0 — the signed column sum minus the signed positive part is the negative
-    |g| sum, and no |grad| copy is needed.
+    ``poly_focal`` with ε < 0 — the signed column sum with the positive entries zeroed is the
+    negative |g| sum, and no |grad| copy is needed.
     """
     pos_vals = grad[pos_rows, pos_cols].float()
     pos_abs = torch.zeros(grad.shape[1], dtype=torch.float32, device=grad.device)
     pos_abs.index_add_(0, pos_cols, pos_vals.abs())
     ones = grad.new_ones(grad.shape[0])
     if neg_grad_nonnegative:
-        pos_signed = torch.zeros_like(pos_abs).index_add_(0, pos_cols, pos_vals)
-        neg_abs = torch.mv(grad.t(), ones).float() - pos_signed
+        # Zero the few positive entries for the column sum instead of subtracting them afterwards:
+        # a positive's |g| is orders of magnitude above a class's whole negative sum early in
+        # training, and the subtraction would cancel catastrophically in float32.
+        grad[pos_rows, pos_cols] = 0
+        neg_abs = torch.mv(grad.t(), ones).float()
+        grad[pos_rows, pos_cols] = pos_vals.to(grad.dtype)
     else:
-        neg_abs = torch.mv(grad.abs().t(), ones).float() - pos_abs
+        abs_grad = grad.abs()
+        abs_grad[pos_rows, pos_cols] = 0
+        neg_abs = torch.mv(abs_grad.t(), ones).float()
     return pos_abs, neg_abs.clamp_(min=0.0)
 
 

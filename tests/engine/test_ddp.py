@@ -39,7 +39,7 @@ def test_two_ranks_equal_one_process_with_double_batch(write_tiny_config, tmp_pa
     for key, va in a["model"].items():
         vb = b["model"][key]
         if va.is_floating_point():
-            torch.testing.assert_close(vb, va, rtol=1e-4, atol=1e-6, msg=key)
+            torch.testing.assert_close(vb, va, rtol=1e-4, atol=1e-6, msg=lambda m: f"{key}: {m}")
         else:
             assert torch.equal(va, vb), key
     # three real updates happened on both sides, so the comparison is not trivially true
