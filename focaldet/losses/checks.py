@@ -31,3 +31,10 @@ def check_range(loss: str, name: str, value, low=None, high=None, *, low_open=Fa
         hi = "" if high is None else f" <= {high}"
         raise LossConfigError(f"loss '{loss}': parameter '{name}' must satisfy {lo}{name}{hi}, got {value!r}")
     return value
+
+
+def check_num_classes(loss: str, num_classes) -> int:
+    """``num_classes`` must be a positive int (the K of the logits' class dimension)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"loss '{loss}': num_classes must be a positive integer, got {num_classes!r}")
+    return num_classes

@@ -12,7 +12,7 @@ import math
 
 from torch import Tensor, nn
 
-from focaldet.losses.checks import check_range
+from focaldet.losses.checks import check_num_classes, check_range
 from focaldet.losses.engine import check_inputs, sigmoid_loss
 from focaldet.losses.grad_stats import GradStats
 
@@ -98,9 +98,7 @@ class SigmoidLoss(nn.Module):
 
     def __init__(self, num_classes: int, track_grad_stats: bool = False, **params):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"loss '{self.name}': num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(self.name, num_classes)
         self.params = params
         self.grad_stats = GradStats(num_classes) if track_grad_stats else None
 

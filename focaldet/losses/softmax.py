@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from focaldet.losses.checks import check_range
+from focaldet.losses.checks import check_num_classes, check_range
 from focaldet.losses.engine import as_normalizer, check_inputs, compute_dtype
 
 
@@ -92,9 +92,7 @@ class SoftmaxLoss(nn.Module):
 
     def __init__(self, num_classes: int, track_grad_stats: bool = False, **params):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"loss '{self.name}': num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(self.name, num_classes)
         self.params = params
         self.grad_stats = None
 
