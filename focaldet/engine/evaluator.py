@@ -9,6 +9,7 @@ import torch
 
 from focaldet.config import Config
 from focaldet.engine import distributed
+from focaldet.engine.amp import amp_settings, autocast
 from focaldet.utils.dist import get_rank, get_world_size, is_main_process
 
 
@@ -22,12 +23,11 @@ def run_inference(model: torch.nn.Module, dataset, cfg: Config, device: torch.de
     was_training = model.training
     model.eval()
     loader = build_val_loader(cfg.data, dataset, rank=get_rank(), world_size=get_world_size())
-    amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg.train.amp == "bf16") else (
-        torch.float16 if device.type == "cuda" and cfg.train.amp == "fp16" else None)
+    amp_dtype, _ = amp_settings(cfg.train.amp, device)
     results: list[dict] = []
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(amp_dtype, device):
             outputs = model(batch.images, batch.image_sizes)
         outputs = [{k: v.float() if v.is_floating_point() else v for k, v in o.items()} for o in outputs]
         results.extend(outputs_to_coco_results(outputs, batch.image_ids, batch.scales, dataset.cat_ids))

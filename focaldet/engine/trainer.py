@@ -22,6 +22,7 @@ import torch
 
 from focaldet.config import Config, ConfigError
 from focaldet.engine import distributed
+from focaldet.engine.amp import amp_settings, autocast
 from focaldet.engine.checkpoint import (CheckpointManager, capture_rng_state, check_compatible,
                                         load_checkpoint, load_model_state, restore_rng_state)
 from focaldet.engine.evaluator import evaluate_model
@@ -126,13 +127,6 @@ def loss_state_rank_diff(loss: torch.nn.Module) -> float:
     mine = torch.cat(bufs) if bufs else torch.zeros(0, dtype=torch.float64)
     gathered = distributed.all_gather_objects(mine)
     return max((float((g - gathered[0]).abs().max()) if g.numel() else 0.0) for g in gathered)
-
-
-def amp_settings(amp: str, device: torch.device):
-    """(autocast dtype or None, GradScaler enabled). fp16/bf16 apply on CUDA only."""
-    if device.type != "cuda" or amp == "none":
-        return None, False
-    return (torch.float16, True) if amp == "fp16" else (torch.bfloat16, False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +261,7 @@ def train(cfg: Config, *, raise_on_diverge: bool = True, stream=None, use_tqdm: 
         for batch in loader:
             t_data = time.perf_counter()
             batch = batch.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(amp_dtype, device):
                 losses = model(batch.images, batch.image_sizes, batch.targets)
             loss_cls, loss_box = losses["loss_cls"].float(), losses["loss_box"].float()
             loss = loss_cls + loss_box
