@@ -35,7 +35,7 @@ class ConfigError(FocaldetError, ValueError):
 class ModelConfig:
     """RetinaNet architecture (SPEC §4). Sizes in pixels of the network input."""
 
-    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
+    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet{10,18}_w{32,48} (narrow, CPU)
     backbone_weights: Optional[str] = None  # None | "imagenet" (online only) | path to a state_dict
     norm: str = "frozen_bn"  # frozen_bn | bn | gn
     frozen_stages: int = 2  # ResNet stages frozen (0 = none; 1 = stem; 2 = stem + layer1, as torchvision/detectron2/mmdet)
@@ -65,7 +65,8 @@ class ModelConfig:
     preset: Optional[str] = None  # None | torchvision_v1
 
     def validate(self, where: str) -> None:
-        _choice(where, "backbone", self.backbone, ("resnet18", "resnet34", "resnet50", "resnet101"))
+        _choice(where, "backbone", self.backbone, ("resnet18", "resnet34", "resnet50", "resnet101",
+                                                   "resnet10_w32", "resnet18_w32", "resnet10_w48", "resnet18_w48"))
         _choice(where, "norm", self.norm, ("frozen_bn", "bn", "gn"))
         _choice(where, "p6_from", self.p6_from, ("c5", "p5"))
         _choice(where, "box_loss", self.box_loss, ("l1", "smooth_l1", "giou"))
@@ -127,6 +128,7 @@ class DataConfig:
     gen_val: int = 150
     gen_size: int = 288
     gen_seed: int = 0
+    gen_classes: str = "category"  # category | instance (lt-stamps: one class per cut-out)
     # long-tail groups: classes with ≤ rare_max training images are rare, ≤ common_max common
     rare_max: Optional[int] = None  # None → scaled from LVIS's 10/100 to the dataset
     common_max: Optional[int] = None
@@ -134,6 +136,7 @@ class DataConfig:
     def validate(self, where: str) -> None:
         if self.benchmark is not None:
             _choice(where, "benchmark", self.benchmark, ("lt-stamps", "lt-digits", "auto"))
+        _choice(where, "gen_classes", self.gen_classes, ("category", "instance"))
         _range(where, "batch_size", self.batch_size, 1, None)
         _range(where, "num_workers", self.num_workers, 0, None)
         _range(where, "flip_prob", self.flip_prob, 0.0, 1.0)

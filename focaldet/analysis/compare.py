@@ -247,8 +247,11 @@ def compare(config, arms: Sequence[Arm], seeds: Sequence[int], out, *, overrides
             plot_paths += [Path(p) for p in extra_plots(specs, records, out / "plots") if p is not None]
     title = title or f"focaldet compare: {out.name}"
     notes = [f"Preset **{preset.name}**: {preset.description}."] if preset else []
+    from focaldet.analysis.plots import mechanism_rows
+
     blocks = build_blocks(summary, title=title, command=command, versions=vers, config=specs[0].cfg.to_dict(),
-                          plots=plot_paths, claims=claims, notes=notes, root=out)
+                          plots=plot_paths, claims=claims, notes=notes, root=out,
+                          mechanism=mechanism_rows(records, arms))
     md, html_path = write_report(out, blocks, title)
     return CompareResult(out, summary, records, md, html_path, plot_paths)
 
@@ -262,6 +265,7 @@ def make_plots(records, arms, plot_dir: Path, *, specs=None, log: Callable[[str]
         plots.plot_ap_vs_frequency(records, arms, plot_dir / "ap_vs_frequency.png"),
         plots.plot_efl_gamma(records, arms, plot_dir / "efl_gamma.png"),
         plots.plot_grad_ratio(records, arms, plot_dir / "grad_ratio.png"),
+        plots.plot_learning_curves(records, arms, plot_dir / "learning_curves.png"),
     ]
     try:
         from focaldet.analysis.loss_shapes import plot_loss_shapes

@@ -266,12 +266,33 @@ def plot_efl_gamma(records: Sequence[RunRecord], arms: Sequence[Arm], path: Path
     return _save(fig, path)
 
 
+def _class_groups(runs_by_arm: dict[str, list[RunRecord]]) -> Optional[np.ndarray]:
+    """LVIS-style group ('r' / 'c' / 'f') per label, labels in ascending category-id order."""
+    for runs in runs_by_arm.values():
+        for r in runs:
+            if r.per_class:
+                return np.array([row.get("group") or "?" for row in sorted(r.per_class, key=lambda row: row["cat_id"])])
+    return None
+
+
+GROUP_STYLES = {"r": ("rare", "-"), "c": ("common", "--"), "f": ("frequent", ":")}
+
+
+def group_medians(values: np.ndarray, groups: Optional[np.ndarray]) -> dict[str, np.ndarray]:
+    """Median over the classes of each LVIS group of ``values`` (T, K) → {group: (T,)}; all classes
+    as one group 'all' when the groups are unknown."""
+    if groups is None or len(groups) != values.shape[1]:
+        return {"all": np.median(values, axis=1)}
+    return {g: np.median(values[:, groups == g], axis=1) for g in GROUP_STYLES if (groups == g).any()}
+
+
 def plot_grad_ratio(records: Sequence[RunRecord], arms: Sequence[Arm], path: Path) -> Optional[Path]:
     """Per-class accumulated gradient ratio G⁺/G⁻: at the end of training against class
-    frequency (left), and its median over classes through training (right), one colour per loss."""
+    frequency (left), and its median over the rare / common / frequent classes through training
+    (right), one colour per loss, one line style per group."""
     colors = _colors(arms)
     runs = _by_arm(records, arms)
-    counts = _class_counts(runs)
+    counts, groups = _class_counts(runs), _class_groups(runs)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.8))
     drawn = False
     for i, arm in enumerate(arms):
@@ -285,12 +306,16 @@ def plot_grad_ratio(records: Sequence[RunRecord], arms: Sequence[Arm], path: Pat
         final = ratio[-1]
         x = counts if counts is not None and len(counts) == len(final) else np.arange(1, len(final) + 1, dtype=float)
         ax1.scatter(x * _jitter(i, len(arms)), np.clip(final, 1e-4, None), s=22, color=colors[arm.name], label=arm.title)
-        ax2.plot(it, np.clip(np.median(ratio, axis=1), 1e-4, None), "o-", ms=3, color=colors[arm.name], lw=1.6,
-                 label=arm.title)
+        for g, med in group_medians(ratio, groups).items():
+            name, ls = GROUP_STYLES.get(g, ("all classes", "-"))
+            ax2.plot(it, np.clip(med, 1e-4, None), ls=ls, color=colors[arm.name], lw=1.6,
+                     label=f"{arm.title}: {name}")
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
+    ax1.axhline(1.0, color="gray", lw=1, ls=":")
+    ax2.axhline(1.0, color="gray", lw=1, ls=":")
     ax1.set_xscale("log")
     ax1.set_yscale("log")
     ax1.set_xlabel("training images containing the class (log scale)")
@@ -298,11 +323,71 @@ def plot_grad_ratio(records: Sequence[RunRecord], arms: Sequence[Arm], path: Pat
     ax1.set_title("Positive / negative gradient ratio per class")
     ax2.set_yscale("log")
     ax2.set_xlabel("iteration")
-    ax2.set_ylabel("median over classes of G⁺ / G⁻")
-    ax2.set_title("Gradient ratio during training")
+    ax2.set_ylabel("median G⁺ / G⁻ over the group's classes")
+    ax2.set_title("Gradient ratio during training, rare / common / frequent")
     ax1.grid(alpha=0.3, which="both")
     ax2.grid(alpha=0.3, which="both")
-    _legend(ax2, len(arms))
+    ax2.legend(fontsize=7, ncol=2 if len(arms) > 2 else 1)
+    return _save(fig, path)
+
+
+def mechanism_rows(records: Sequence[RunRecord], arms: Sequence[Arm]) -> list[list[str]]:
+    """Report rows: per arm (first seed), the final median G⁺/G⁻ and (EFL) γ_j per LVIS group."""
+    runs = _by_arm(records, arms)
+    groups = _class_groups(runs)
+    rows = []
+    for arm in arms:
+        if not runs[arm.name]:
+            continue
+        lines = [m for m in _grad_lines(runs[arm.name][0]) if m.get("ratio")]
+        if not lines:
+            continue
+        ratio = group_medians(np.array([lines[-1]["ratio"]], dtype=float), groups)
+        gam = _efl_gammas(runs[arm.name][0]) if arm.loss == "equalized_focal" else None
+        gmed = group_medians(gam[1][-1:], groups) if gam is not None else {}
+        cells = [f"{ratio[g][0]:.3g}" if g in ratio else "—" for g in GROUP_STYLES]
+        cells += [f"{gmed[g][0]:.2f}" if g in gmed else "—" for g in GROUP_STYLES]
+        rows.append([arm.title, *cells])
+    return rows
+
+
+def learning_curve(r: RunRecord) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(training minutes (T,), val AP (T,)) at each periodic evaluation of a run, the minutes summed
+    from the logged per-iteration times (evaluation time excluded); None without evaluations."""
+    lines = read_metrics(r.dir)
+    train = [(m["iter"], m["time"]) for m in lines if m.get("type") == "train" and m.get("time") is not None]
+    evals = [(m["iter"], m["AP"]) for m in lines if m.get("type") == "eval" and m.get("AP") is not None]
+    if not evals or not train:
+        return None
+    its = np.array([0] + [t[0] for t in train], dtype=float)
+    per_iter = np.array([t[1] for t in train], dtype=float)
+    elapsed = np.concatenate([[0.0], np.cumsum(np.diff(its) * per_iter)])  # seconds at each logged iter
+    ev_it = np.array([e[0] for e in evals], dtype=float)
+    return np.interp(ev_it, its, elapsed) / 60.0, np.array([e[1] for e in evals], dtype=float)
+
+
+def plot_learning_curves(records: Sequence[RunRecord], arms: Sequence[Arm], path: Path) -> Optional[Path]:
+    """Validation AP against training time, one line per (loss, seed)."""
+    colors = _colors(arms)
+    runs = _by_arm(records, arms)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for arm in arms:
+        for j, r in enumerate(runs[arm.name]):
+            curve = learning_curve(r)
+            if curve is None:
+                continue
+            ax.plot(curve[0], 100 * curve[1], "o-", ms=3, lw=1.4, color=colors[arm.name], alpha=1.0 if j == 0 else 0.5,
+                    label=arm.title if j == 0 else None)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("training time (minutes, this machine, evaluation excluded)")
+    ax.set_ylabel("val AP (points)")
+    ax.set_title("Learning curves")
+    ax.grid(alpha=0.3)
+    _legend(ax, len(arms))
     return _save(fig, path)
 
 

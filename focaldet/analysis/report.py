@@ -55,9 +55,36 @@ def _runs_cell(a: dict) -> str:
     return cell
 
 
+def verdicts(summary: dict, metric: str = "AP") -> list[str]:
+    """One sentence per non-baseline arm: "<loss> is X ± Y AP above/below <baseline> (95 % CI, n
+    seeds)" when the paired interval excludes 0, else "cannot be told apart at n seeds"."""
+    base = summary["baseline"]
+    level = int(round(100 * summary["level"]))
+    base_label = next((a["label"] for a in summary["arms"] if a["name"] == base), base)
+    out = []
+    for a in summary["arms"]:
+        d = (a.get("diff") or {}).get(metric)
+        if not d or d["n"] == 0:
+            continue
+        n = d["n"]
+        if n < 2:
+            out.append(f"{a['label']} vs {base_label}: {pts(d['mean'], sign=True)} {metric} on 1 seed — "
+                       f"one seed has no interval, so they cannot be told apart yet (use --seeds 3 or more).")
+            continue
+        half = (d["ci_high"] - d["ci_low"]) / 2
+        if d["ci_low"] > 0 or d["ci_high"] < 0:
+            where = "above" if d["mean"] > 0 else "below"
+            out.append(f"{a['label']} is {pts(abs(d['mean']))} ± {pts(half)} {metric} points {where} {base_label} "
+                       f"({level} % CI of the paired difference, {n} seeds).")
+        else:
+            out.append(f"{a['label']} and {base_label} cannot be told apart at {n} seeds: paired {metric} difference "
+                       f"{pts(d['mean'], sign=True)} ± {pts(half)} points ({level} % CI includes 0).")
+    return out
+
+
 def build_blocks(summary: dict, *, title: str, command: str, versions: dict, config: dict,
                  plots: Sequence[Path] = (), claims: Sequence[dict] = (), notes: Sequence[str] = (),
-                 root: Optional[Path] = None) -> list[Block]:
+                 root: Optional[Path] = None, mechanism: Sequence[Sequence[str]] = ()) -> list[Block]:
     metrics = summary["metrics"]
     level = int(round(100 * summary["level"]))
     base = summary["baseline"]
@@ -69,6 +96,10 @@ def build_blocks(summary: dict, *, title: str, command: str, versions: dict, con
                         f"APr / APc / APf over classes grouped by training-image count."))
     for n in notes:
         b.append(Block("p", n))
+    said = verdicts(summary)
+    if said:
+        b.append(Block("h2", "Verdict"))
+        b.append(Block("list", items=said))
 
     b.append(Block("h2", "Results: mean ± std over seeds"))
     b.append(Block("table", header=["loss", "runs", *metrics],
@@ -101,6 +132,14 @@ def build_blocks(summary: dict, *, title: str, command: str, versions: dict, con
                 cells.append(cell)
             rows.append([a["label"], str(a["diff"]["AP"]["n"]), *cells])
         b.append(Block("table", header=["loss", "pairs", *metrics], rows=rows))
+
+    if mechanism:
+        b.append(Block("h2", "Gradient balance at the end of training (first seed)"))
+        b.append(Block("p", "Median over each group's classes of the accumulated positive/negative gradient "
+                            "ratio G⁺/G⁻ and, for EFL, of its focusing factor γ_j = γ_b + s(1 − min(1, G⁺/G⁻)). "
+                            "EFL only departs from focal loss where G⁺/G⁻ < 1."))
+        b.append(Block("table", header=["loss", "G⁺/G⁻ rare", "common", "frequent", "γ_j rare", "common", "frequent"],
+                       rows=mechanism))
 
     if claims:
         b.append(Block("h2", "Claims of the focal-loss paper, checked here"))

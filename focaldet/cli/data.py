@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--val", type=int, default=150, help="validation images")
     make.add_argument("--size", type=int, default=288, help="image side in pixels (square images)")
     make.add_argument("--seed", type=int, default=0, help="same seed, same images and JSON")
+    make.add_argument("--classes", choices=["category", "instance"], default="category",
+                      help="lt-stamps class granularity: a stamp category, or one class per cut-out")
     make.add_argument("--workers", type=int, default=0,
                       help="render in this many forked processes (same output as serial)")
     make.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from focaldet.data.benchmark import BenchmarkError, check_parameters, generate_into, is_complete
 
-    check_parameters(args.train, args.val, args.size, args.seed)
+    check_parameters(args.train, args.val, args.size, args.seed, args.classes)
     out: Path = args.out
     if out.exists():
         if not args.force:
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         paths = generate_into(args.kind, out, train=args.train, val=args.val, size=args.size,
-                              seed=args.seed, progress=progress, workers=args.workers)
+                              seed=args.seed, progress=progress, workers=args.workers,
+                              classes=args.classes)
     finally:
         if bar is not None:
             bar.close()

@@ -7,6 +7,7 @@ no useful fp16 path, so it is refused with one line instead of being ignored.
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Optional
 
 import torch
@@ -19,11 +20,32 @@ def amp_settings(amp: str, device: torch.device) -> tuple[Optional[torch.dtype],
     if amp == "none":
         return None, False
     if amp == "bf16":
+        if device.type == "cpu" and not cpu_has_fast_bf16():
+            _warn_once("train.amp=bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); bf16 would "
+                       "be emulated and many times slower, so this run uses float32")
+            return None, False
         return torch.bfloat16, False
     if device.type != "cuda":
         raise ConfigError(f"train.amp=fp16 needs a CUDA device (this run is on {device.type}); "
                           "use train.amp=bf16 on CPU")
     return torch.float16, True
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN reports native bfloat16 on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"focaldet: {message}", file=sys.stderr)
 
 
 def autocast(amp_dtype: Optional[torch.dtype], device: torch.device):

@@ -58,7 +58,7 @@ def resolve_data(cfg: Config) -> Config:
 
     def make():
         return ensure_benchmark(d.benchmark, d.root, train=d.gen_train, val=d.gen_val, size=d.gen_size,
-                                seed=d.gen_seed)
+                                seed=d.gen_seed, classes=d.gen_classes)
     if is_main_process():
         paths = make()
     distributed_barrier()

@@ -5,8 +5,9 @@ import dataclasses
 
 from focaldet.config import Config, ConfigError, ModelConfig
 from focaldet.model.anchors import AnchorGenerator, default_anchor_sizes, torchvision_anchor_sizes
-from focaldet.model.backbone import ResNetBackbone
+from focaldet.model.backbone import NORMS, ResNetBackbone
 from focaldet.model.box_coder import BoxCoder
+from focaldet.model.cpu_backbone import CPU_RESNETS, CpuResNetBackbone
 from focaldet.model.fpn import FPN
 from focaldet.model.head import RetinaNetHead
 from focaldet.model.matcher import Matcher
@@ -46,8 +47,14 @@ def build_model(cfg: Config, num_classes: int) -> RetinaNet:
     mc, sizes, round_corners = resolve_preset(cfg.model)
     cls_loss = build_loss(cfg.loss.name, num_classes=num_classes, track_grad_stats=cfg.loss.track_grad_stats,
                           **cfg.loss.params)
-    backbone = ResNetBackbone(mc.backbone, norm=mc.norm, frozen_stages=mc.frozen_stages,
-                              weights=mc.backbone_weights)
+    if mc.backbone in CPU_RESNETS:
+        if mc.backbone_weights is not None or mc.norm == "frozen_bn":
+            raise ConfigError(f"model.backbone: {mc.backbone} is trained from scratch: use model.norm=bn or gn "
+                              f"and no model.backbone_weights")
+        backbone = CpuResNetBackbone(mc.backbone, NORMS[mc.norm], frozen_stages=mc.frozen_stages)
+    else:
+        backbone = ResNetBackbone(mc.backbone, norm=mc.norm, frozen_stages=mc.frozen_stages,
+                                  weights=mc.backbone_weights)
     fpn = FPN(backbone.out_channels, mc.fpn_channels, p6_from=mc.p6_from)
     anchor_generator = AnchorGenerator(sizes, mc.aspect_ratios, round_corners=round_corners)
     head = RetinaNetHead(mc.fpn_channels, anchor_generator.num_anchors, num_classes, depth=mc.head_depth,

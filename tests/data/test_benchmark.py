@@ -97,9 +97,10 @@ def test_tiny_benchmark_fixture_is_valid_coco(tiny_benchmark, tiny_benchmark_kin
 def test_category_statistics_match_a_recount(tiny_benchmark):
     data = _load(tiny_benchmark.train_ann)
     n_train = len(data["images"])
-    # the documented rule, written out again: rare ≤ max(1, N/40) < common ≤ max(rare+1, N/10)
-    rare_max = max(1, round(n_train / 40))
-    common_max = max(rare_max + 1, round(n_train / 10))
+    # the documented rule (LVIS's 10 / 100 images, scaled down for small sets), written out again:
+    # rare ≤ min(10, max(1, N/100)) < common ≤ min(100, max(rare+1, N/10))
+    rare_max = min(10, max(1, round(n_train / 100)))
+    common_max = min(100, max(rare_max + 1, round(n_train / 10)))
     for c in data["categories"]:
         anns = [a for a in data["annotations"] if a["category_id"] == c["id"]]
         assert c["instance_count"] == len(anns)
@@ -332,3 +333,39 @@ def test_cli_make(tmp_path, capsys):
     assert main(argv) == 2  # refuses to overwrite
     assert str(out) in capsys.readouterr().err
     assert main(argv + ["--force"]) == 0
+
+
+@pytest.mark.skipif(not stamps_available(), reason="tuxpaint stamps not installed")
+def test_instance_classes_are_seed_independent_and_seen_in_both_splits(tmp_path):
+    a = bm.make_benchmark("lt-stamps", tmp_path / "a", train=40, val=8, size=128, seed=0, classes="instance")
+    b = bm.make_benchmark("lt-stamps", tmp_path / "b", train=40, val=8, size=128, seed=5, classes="instance")
+    ca, cb = _load(a.train_ann)["categories"], _load(b.train_ann)["categories"]
+    # same class list and Zipf order for every data seed: a checkpoint transfers between seeds
+    assert [c["name"] for c in ca] == [c["name"] for c in cb]
+    assert len(ca) >= 50 and len({c["name"] for c in ca}) == len(ca)
+    # at most two cut-outs per stamp category, each class exactly one cut-out in both splits
+    sup = [c["supercategory"] for c in ca]
+    assert max(sup.count(s) for s in set(sup)) <= 2
+    assert all(c["exemplar_count"] == {"train": 1, "val": 1} for c in ca)
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    gen = _load(a.val_ann)["info"]["generator"]
+    assert meta["classes"] == gen["classes"] == "instance" and gen["val_exemplars"] == "seen"
+    # the cache folder name records the option
+    assert "_instance_" in bm.benchmark_dirname("lt-stamps", train=1, val=1, size=128, seed=0, classes="instance")
+    assert "_instance_" not in bm.benchmark_dirname("lt-stamps", train=1, val=1, size=128, seed=0)
+
+
+@pytest.mark.skipif(not stamps_available(), reason="tuxpaint stamps not installed")
+def test_instance_benchmark_is_deeply_long_tailed(tmp_path):
+    p = bm.make_benchmark("lt-stamps", tmp_path / "i", train=400, val=4, size=128, seed=0, classes="instance")
+    counts = np.array([c["instance_count"] for c in _load(p.train_ann)["categories"]], float)
+    slope = np.polyfit(np.log(np.arange(1, len(counts) + 1)), np.log(np.maximum(counts, 0.5)), 1)[0]
+    assert abs(-slope - bm.INSTANCE_ZIPF_EXPONENT) < 0.3, slope
+    assert counts[0] >= 50 * counts[-3:].mean()  # head/tail ≥ 50×
+
+
+def test_instance_classes_need_lt_stamps(tmp_path):
+    with pytest.raises(bm.BenchmarkError, match="instance"):
+        bm.make_benchmark("lt-digits", tmp_path / "d", train=2, val=1, size=96, seed=0, classes="instance")
+    with pytest.raises(bm.BenchmarkError, match="classes"):
+        bm.check_parameters(2, 1, 96, 0, "species")

