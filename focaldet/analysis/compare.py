@@ -132,17 +132,9 @@ def write_plan(out: Path, specs: Sequence[RunSpec], meta: dict) -> None:
 
 
 def run_one(spec: RunSpec, train_fn: Callable) -> None:
-    """Train one run; a divergence is recorded (``result.json`` with ``status: diverged``)."""
-    from focaldet.errors import TrainingDiverged
-
-    try:
-        result = train_fn(spec.cfg, raise_on_diverge=False)
-    except TrainingDiverged as e:  # an engine that raises anyway: record it, keep comparing
-        result = {"status": "diverged", "run_dir": str(spec.dir), "message": str(e),
-                  "diverged_at": getattr(e, "iteration", None)}
-        atomic_write_json(spec.dir / "result.json", result)
-    if not (spec.dir / "result.json").is_file():  # contract: the engine writes it; be safe
-        atomic_write_json(spec.dir / "result.json", result)
+    """Train one run. With ``raise_on_diverge=False`` the engine records a divergence in
+    ``result.json`` (``status: diverged``) instead of raising, so the comparison goes on."""
+    train_fn(spec.cfg, raise_on_diverge=False)
 
 
 def execute(specs: Sequence[RunSpec], *, train_fn: Optional[Callable] = None,
@@ -220,10 +212,7 @@ def compare(config, arms: Sequence[Arm], seeds: Sequence[int], out, *, overrides
         raise CompareError(f"seeds must be distinct and at least one, got {seeds}")
     base = load_config(config, list(overrides))
     baseline = resolve_baseline(arms, baseline)
-    try:
-        check_losses(arms)
-    except ImportError:  # the loss family is not installed in this checkout: the engine will say
-        pass
+    check_losses(arms)
     specs = plan_runs(base, arms, seeds, out)
     command = command or command_line()
     vers = versions()
@@ -267,12 +256,9 @@ def make_plots(records, arms, plot_dir: Path, *, specs=None, log: Callable[[str]
         plots.plot_grad_ratio(records, arms, plot_dir / "grad_ratio.png"),
         plots.plot_learning_curves(records, arms, plot_dir / "learning_curves.png"),
     ]
-    try:
-        from focaldet.analysis.loss_shapes import plot_loss_shapes
-    except ImportError:
-        log("compare: loss-shape figure skipped (focaldet.analysis.loss_shapes not available)")
-    else:
-        paths.extend(plot_loss_shapes(plot_dir))
+    from focaldet.analysis.loss_shapes import plot_loss_shapes
+
+    paths.extend(plot_loss_shapes(plot_dir))
     if specs is not None:
         from focaldet.analysis.detections import val_detection_grid
 
