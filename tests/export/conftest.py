@@ -35,8 +35,8 @@ def trained_checkpoint(digits_benchmark, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def real_images(digits_benchmark):
-    """Four rendered lt-digits val images (128 x 128 after resizing) and the two photos that ship
-    with scikit-learn (427 x 640, so 128 x 192, padded to 128 x 256)."""
+    """Four rendered lt-digits val images (128 x 128 after resizing) and the photos that ship with
+    scikit-image and scikit-learn (128 x 128 to 128 x 192 after resizing, padded to 128 x 256)."""
     from focaldet.analysis.detections import bundled_photo_paths
 
     digits = sorted(digits_benchmark.val_images.iterdir())[:4]

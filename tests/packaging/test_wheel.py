@@ -64,7 +64,8 @@ def test_wheel_installed_elsewhere_runs_the_quick_paths(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(FOCALDET_COMPILE="0", PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}")
+    # one thread: on a shared 2-core machine, two OpenMP threads per process wait on each other
+    env.update(FOCALDET_COMPILE="0", OMP_NUM_THREADS="1", PATH=f"{python.parent}{os.pathsep}{env.get('PATH', '')}")
 
     def run(*args: str) -> str:
         done = subprocess.run(list(args), cwd=work, env=env, capture_output=True, text=True, timeout=600)
@@ -82,5 +83,5 @@ def test_wheel_installed_elsewhere_runs_the_quick_paths(tmp_path):
               "data.batch_size=2", "data.num_workers=0", "train.max_iters=2", "train.warmup_iters=1",
               "train.milestones=[2]", "runtime.work_dir=runs/tiny", "runtime.threads=1")
     assert "finished 2 iterations" in out and (work / "runs" / "tiny" / "checkpoints" / "last.pt").is_file()
-    out = run(focaldet, "demo", "--quick", "--benchmark", "lt-digits", "--out", "runs/demo")
+    out = run(focaldet, "demo", "--quick", "--benchmark", "lt-digits", "--out", "runs/demo", "runtime.threads=1")
     assert "report:" in out and (work / "runs" / "demo").is_dir()
