@@ -121,7 +121,11 @@ def export_model(weights: Union[str, Path], fmt: str, out: Union[str, Path], *, 
     summary = {"out": str(out), "format": fmt, "size": list(size), "raw": raw, "dynamic": dynamic,
                "opset": opset, "bytes": out.stat().st_size}
     if check:
-        summary["max_abs_diff"] = check_export(wrapper, out, fmt, size, raw=raw, batch=2 if dynamic else 1)
+        try:
+            summary["max_abs_diff"] = check_export(wrapper, out, fmt, size, raw=raw, batch=2 if dynamic else 1)
+        except ExportError:
+            out.unlink(missing_ok=True)  # a file that does not reproduce the model is not left behind
+            raise
     return summary
 
 

@@ -115,6 +115,28 @@ def test_torchscript_matches_predict_on_real_images(trained_checkpoint, real_ima
         assert_same_detections(as_rows(outputs, 0, scale, meta["cat_ids"]), ref[str(path)], f"torchscript {path.name}")
 
 
+@pytest.mark.parametrize("loss", ["focal", "softmax_ce"])
+def test_torchscript_matches_eager_postprocessing_per_family(loss, tmp_path):
+    """Both head families, a batch of two with different valid sizes (clipping, padding mask):
+    the archive gives the model's own eager detections."""
+    ckpt, model = random_checkpoint(tmp_path, loss=loss, prior_prob=0.3)  # scores above 0.05 from the start
+    out = tmp_path / "model.ts"
+    assert main(["export", "--weights", str(ckpt), "--format", "torchscript", "--out", str(out), "--size", "128x256"]) == 0
+    module = torch.jit.load(str(out))
+    images = torch.rand(2, 3, 128, 256, generator=torch.Generator().manual_seed(3))
+    sizes = [(128, 256), (97, 180)]
+    with torch.no_grad():
+        boxes, scores, labels, num = module(images, torch.tensor(sizes))
+        want = model(images, sizes)
+    for i, w in enumerate(want):
+        n = int(num[i])
+        assert n == len(w["scores"]) > 0
+        assert torch.equal(labels[i, :n], w["labels"])
+        torch.testing.assert_close(boxes[i, :n], w["boxes"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(scores[i, :n], w["scores"], rtol=0, atol=1e-6)
+        assert float(boxes[i, :n, 2].max()) <= sizes[i][1] and float(boxes[i, :n, 3].max()) <= sizes[i][0]
+
+
 # ---------------------------------------------------------------------------------------------
 # --raw: anchors against the SPEC formula, outputs against the network
 # ---------------------------------------------------------------------------------------------
@@ -134,18 +156,25 @@ def reference_anchors(size, base_sizes, scales, ratios, strides=(8, 16, 32, 64, 
     return np.array(rows)
 
 
-def test_raw_torchscript_anchors_follow_the_formula(tmp_path):
+def random_checkpoint(tmp_path, loss="focal", **model_cfg):
+    """An untrained small model for 3 classes, saved as a focaldet checkpoint → (path, model)."""
     from focaldet.config import config_from_dict
     from focaldet.engine.checkpoint import save_checkpoint
     from focaldet.model import build_model
 
     cfg = config_from_dict({"model": {"backbone": "resnet18", "norm": "gn", "frozen_stages": 0, "fpn_channels": 16,
-                                      "head_depth": 1, "head_width": 16, "anchor_sizes": [16, 32, 64, 128, 256]}})
+                                      "head_depth": 1, "head_width": 16, "anchor_sizes": [16, 32, 64, 128, 256],
+                                      **model_cfg}, "loss": {"name": loss}})
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=3).eval()
     ckpt = tmp_path / "random.pt"
     save_checkpoint(ckpt, {"model": model.state_dict(), "iter": 0, "config": cfg.to_dict(),
                            "class_names": ["a", "b", "c"], "cat_ids": [1, 2, 5]})
+    return ckpt, model
+
+
+def test_raw_torchscript_anchors_follow_the_formula(tmp_path):
+    ckpt, model = random_checkpoint(tmp_path)
     out = tmp_path / "raw.ts"
     assert main(["export", "--weights", str(ckpt), "--format", "torchscript", "--out", str(out), "--raw",
                  "--size", "128x256"]) == 0
@@ -156,7 +185,7 @@ def test_raw_torchscript_anchors_follow_the_formula(tmp_path):
         cls_logits, box_deltas, anchors = module(images, sizes)
         x = model.normalize(images, [(128, 256), (100, 200)])
         want_cls, want_box = model.head(model.fpn(model.backbone(x)))
-    ref = reference_anchors((128, 256), [16, 32, 64, 128, 256], cfg.model.anchor_scales, cfg.model.aspect_ratios)
+    ref = reference_anchors((128, 256), [16, 32, 64, 128, 256], [1.0, 2 ** (1 / 3), 2 ** (2 / 3)], [0.5, 1.0, 2.0])
     assert anchors.dtype == torch.float32 and anchors.shape == ref.shape
     assert np.abs(anchors.double().numpy() - ref).max() <= 1e-4
     assert cls_logits.shape == (2, ref.shape[0], 3) and box_deltas.shape == (2, ref.shape[0], 4)
