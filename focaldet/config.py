@@ -254,10 +254,8 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Optional[
     raw: dict = {}
     source = "<defaults>"
     if path is not None:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{source}: config file not found")
+        p = resolve_config_path(path)
+        source = str(p)
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
@@ -268,6 +266,25 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Optional[
         key, value = parse_override(ov)
         _set_dotted(raw, key, value, f"override '{ov}'")
     return config_from_dict(raw, source)
+
+
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the wheel as package data
+
+
+def preset_names() -> list[str]:
+    """Names of the packaged presets (``lt_stamps_cpu``, …), usable wherever a config path is."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(path: Union[str, os.PathLike]) -> Path:
+    """``path`` when it is a file; else, for a bare name (``lt_digits_cpu`` or
+    ``lt_digits_cpu.yaml``), the packaged preset of that name."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.parent == Path(".") and (PRESETS_DIR / f"{p.stem}.yaml").is_file() and p.suffix in ("", ".yaml"):
+        return PRESETS_DIR / f"{p.stem}.yaml"
+    raise ConfigError(f"{path}: config file not found (and not a packaged preset: {', '.join(preset_names())})")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine: the Debian package with the object photos of the embedded
-# benchmark (when apt-get is usable), a virtual environment, and focaldet with its test extras.
+# benchmark (when apt-get is usable), a virtual environment, and focaldet with its test and export
+# extras.
 # Safe to re-run; the Makefile calls it only when pyproject.toml changed.
 set -euo pipefail
 VENV=${VENV:-.venv}
@@ -22,7 +23,10 @@ fi
 # torch and torchvision first, by exact version: they lie on this machine's disk.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -c "import torch, torchvision" 
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored" || true
-"$VENV/bin/python" -c "import focaldet, torch, torchvision, faster_coco_eval, pycocotools, skimage, sklearn, mlxtend, pywt"
+# The ONNX export stack by exact version too (pyproject.toml states only lower bounds), so the
+# export tests run against the releases they were written with.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "onnx==1.23.2" "onnxscript==0.7.2" "onnxruntime==1.32.0" 2>&1 | grep -v "is ignored" || true
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,export]" 2>&1 | grep -v "is ignored" || true
+"$VENV/bin/python" -c "import focaldet, torch, torchvision, faster_coco_eval, pycocotools, skimage, sklearn, mlxtend, pywt, onnx, onnxscript, onnxruntime"
 touch "$VENV/.focaldet-installed"
 echo "setup: ready ($VENV)"

@@ -11,14 +11,16 @@ EPILOG = """examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("config", help="YAML config whose data.val_ann / data.val_images (or benchmark) are "
-                                       "evaluated and whose model section matches the checkpoint")
+    parser.add_argument("config", help="YAML config (or packaged preset name) whose data.val_ann / data.val_images "
+                                       "(or benchmark) are evaluated and whose model section matches the checkpoint")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for train")
     parser.add_argument("--weights", required=True, metavar="CKPT", help="checkpoint (.pt) written by focaldet train")
     parser.add_argument("--results", default=None, metavar="JSON",
                         help="where to write the COCO results JSON (default: eval/<ckpt>_results.json in the "
                              "checkpoint's run directory); the metrics go beside it as <name>_metrics.json")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (runtime.device)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (it is shown only when stderr is a terminal anyway)")
 
 
 def default_results_path(weights: Path) -> Path:
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     weights = Path(args.weights)
     results_path = Path(args.results) if args.results else default_results_path(weights)
-    ev = evaluate(cfg, weights, results_path=results_path)
+    ev = evaluate(cfg, weights, results_path=results_path, progress=False if args.quiet else None)
     if ev is not None:
         metrics_path = results_path.with_name(results_path.stem.removesuffix("_results") + "_metrics.json")
         atomic_write_json(metrics_path, _jsonable(ev.to_dict()))

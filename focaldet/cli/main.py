@@ -16,6 +16,7 @@ COMMANDS = {
     "demo": ("focaldet.cli.demo", "the main job: compare focal, modified_focal and EFL on the embedded benchmark"),
     "data": ("focaldet.cli.data", "make the embedded long-tailed benchmarks (lt-stamps, lt-digits)"),
     "plot-losses": ("focaldet.cli.plot_losses", "plot loss and gradient against p_t for the loss family"),
+    "export": ("focaldet.cli.export", "export a checkpoint to ONNX or TorchScript (with or without post-processing)"),
 }
 
 

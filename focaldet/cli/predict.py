@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="short side in pixels the images are resized to (default: the training config's "
                              "data.test_size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (it is shown only when stderr is a terminal anyway)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         out = predict(args.weights, args.inputs, args.out, score_thresh=args.score_thresh, device=args.device,
-                      test_size=args.test_size)
+                      test_size=args.test_size, progress=False if args.quiet else None)
     for w in caught:
         print(f"focaldet predict: warning: {w.message}")
     print(f"focaldet predict: {out['images']} image(s), {out['detections']} detection(s) -> {out['out_dir']} "

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 EPILOG = """examples:
+  focaldet train lt_stamps_cpu                     # a packaged preset, by name, from any folder
   focaldet train configs/lt_stamps_cpu.yaml
   focaldet train configs/lt_stamps_cpu.yaml loss.name=equalized_focal loss.scale_factor=8 train.epochs=6
   focaldet train configs/lt_stamps_cpu.yaml runtime.work_dir=runs/efl --resume
@@ -16,8 +17,8 @@ EPILOG = """examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("config", help="YAML config file (see configs/); its sections are model, loss, data, "
-                                       "train, runtime")
+    parser.add_argument("config", help="YAML config file, or the name of a packaged preset (lt_stamps_cpu, "
+                                       "lt_digits_cpu, ...); its sections are model, loss, data, train, runtime")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override config entries by dotted name, e.g. train.epochs=6 loss.gamma=1; "
                              "values are read as YAML scalars")

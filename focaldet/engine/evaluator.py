@@ -14,23 +14,29 @@ from focaldet.utils.dist import get_rank, get_world_size, is_main_process
 
 
 @torch.no_grad()
-def run_inference(model: torch.nn.Module, dataset, cfg: Config, device: torch.device) -> list[dict]:
+def run_inference(model: torch.nn.Module, dataset, cfg: Config, device: torch.device,
+                  progress: Optional[bool] = False) -> list[dict]:
     """COCO-format results (original image pixels, original category ids) of this rank's share of
-    ``dataset``, gathered from every rank; the full list on every rank."""
+    ``dataset``, gathered from every rank; the full list on every rank. ``progress``: a bar on
+    rank 0's stderr (None: when it is a terminal; off by default, as during training)."""
     from focaldet.data.loader import build_val_loader
     from focaldet.evaluation import outputs_to_coco_results
+    from focaldet.utils.progress import progress_bar
 
     was_training = model.training
     model.eval()
     loader = build_val_loader(cfg.data, dataset, rank=get_rank(), world_size=get_world_size())
     amp_dtype, _ = amp_settings(cfg.train.amp, device)
     results: list[dict] = []
+    bar = progress_bar(len(dataset), "eval", enabled=progress if is_main_process() else False)
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
         with autocast(amp_dtype, device):
             outputs = model(batch.images, batch.image_sizes)
         outputs = [{k: v.float() if v.is_floating_point() else v for k, v in o.items()} for o in outputs]
         results.extend(outputs_to_coco_results(outputs, batch.image_ids, batch.scales, dataset.cat_ids))
+        bar.update(len(batch.image_ids) * get_world_size())  # the other ranks keep pace
+    bar.close()
     model.train(was_training)
     gathered = distributed.all_gather_objects(results)
     return [r for part in gathered for r in part]
@@ -38,7 +44,8 @@ def run_inference(model: torch.nn.Module, dataset, cfg: Config, device: torch.de
 
 def evaluate_model(model: torch.nn.Module, dataset, cfg: Config, device: torch.device,
                    results_path: Optional[Union[str, Path]] = None, *,
-                   train_image_counts: Optional[list[int]] = None, num_train_images: Optional[int] = None):
+                   train_image_counts: Optional[list[int]] = None, num_train_images: Optional[int] = None,
+                   progress: Optional[bool] = False):
     """Run inference and score it against ``dataset.ann_file``. Returns the
     :class:`~focaldet.evaluation.EvalResult` on rank 0 and None on the other ranks.
 
@@ -48,7 +55,7 @@ def evaluate_model(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     from focaldet.evaluation import evaluate_detections
     from focaldet.utils.io import atomic_write_json
 
-    results = run_inference(model, dataset, cfg, device)
+    results = run_inference(model, dataset, cfg, device, progress=progress)
     if not is_main_process():
         return None
     if results_path is not None:
@@ -82,10 +89,11 @@ def load_for_inference(cfg: Optional[Config], weights: Union[str, Path], device:
     return model.to(device).eval(), cfg, ckpt
 
 
-def evaluate(cfg: Config, weights: Union[str, Path], *, results_path: Optional[Union[str, Path]] = None):
+def evaluate(cfg: Config, weights: Union[str, Path], *, results_path: Optional[Union[str, Path]] = None,
+             progress: Optional[bool] = None):
     """Evaluate checkpoint ``weights`` on ``cfg``'s val set (``focaldet eval``). Returns the
     :class:`EvalResult` (None on ranks other than 0). Checks that the val set has the classes the
-    checkpoint was trained on."""
+    checkpoint was trained on. ``progress``: a bar on stderr (None: when it is a terminal)."""
     from focaldet.data.loader import build_dataset
     from focaldet.engine.checkpoint import CheckpointError
     from focaldet.engine.trainer import resolve_data
@@ -102,4 +110,4 @@ def evaluate(cfg: Config, weights: Union[str, Path], *, results_path: Optional[U
                               hint="evaluate on a dataset with the same categories")
     return evaluate_model(model, val_set, cfg, device, results_path=results_path,
                           train_image_counts=ckpt.get("class_image_counts"),
-                          num_train_images=ckpt.get("num_train_images"))
+                          num_train_images=ckpt.get("num_train_images"), progress=progress)

@@ -66,7 +66,7 @@ def _unique_names(paths: list[Path]) -> list[str]:
 @torch.no_grad()
 def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_dir: Union[str, Path], *,
             score_thresh: float = 0.3, device: str = "auto", test_size: Optional[int] = None,
-            draw: bool = True) -> dict:
+            draw: bool = True, progress: Optional[bool] = None) -> dict:
     """Detect objects in ``inputs`` (image files and/or folders) with checkpoint ``weights``.
 
     Writes ``out_dir/<stem>.jpg`` (boxes with class name and score, those with score ≥
@@ -74,7 +74,8 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     ``category_id``, ``bbox`` xywh in original pixels, ``score`` — every detection the model keeps,
     whatever its score) and ``out_dir/images.json`` (``{"images": [{id, file_name, width,
     height}], "categories": [{id, name}]}``, the ids used in the results).
-    Returns ``{"images", "detections", "skipped", "results"}``.
+    Returns ``{"images", "detections", "skipped", "results"}``. ``progress``: a bar on stderr
+    (None: only when stderr is a terminal).
     """
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
@@ -87,6 +88,7 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     from focaldet.engine.distributed import setup
     from focaldet.engine.evaluator import load_for_inference
     from focaldet.evaluation import outputs_to_coco_results
+    from focaldet.utils.progress import progress_bar
 
     out_dir = Path(out_dir)
     images, skipped = collect_inputs(inputs)
@@ -105,6 +107,7 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     images_path = safe_output_path(out_dir, "images.json")
 
     records, all_results = [], []
+    bar = progress_bar(len(images), "predict", enabled=progress)
     for image_id, (path, name) in enumerate(zip(images, names), start=1):
         image = read_image(path)
         h, w = image.shape[-2:]
@@ -126,6 +129,8 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
             drawn = draw_bounding_boxes(image, boxes, labels=labels, colors="red", width=max(2, min(h, w) // 200))
             pil = Image.fromarray(drawn.permute(1, 2, 0).numpy())
             atomic_write(targets[name], lambda fh: pil.save(fh, format="JPEG", quality=92))
+        bar.update(1)
+    bar.close()
     cats = [{"id": c, "name": n} for c, n in zip(cat_ids, class_names)]
     atomic_write_json(results_path, all_results)
     atomic_write_json(images_path, {"images": records, "categories": cats})

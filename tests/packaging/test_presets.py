@@ -1,0 +1,41 @@
+"""Packaged presets are addressable by name from any folder; a real file of that name wins."""
+from __future__ import annotations
+
+import pytest
+
+from focaldet.config import ConfigError, load_config, preset_names
+
+
+def test_preset_by_name_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("lt_digits_cpu", "lt_digits_cpu.yaml"):
+        cfg = load_config(name, ["train.max_iters=3"])
+        assert cfg.data.benchmark == "lt-digits" and cfg.train.max_iters == 3
+        assert cfg.source.endswith("focaldet/configs/lt_digits_cpu.yaml")
+    assert {"lt_digits_cpu", "lt_stamps_cpu", "retinanet_r50_fpn_1x_coco"} <= set(preset_names())
+
+
+def test_a_local_file_takes_precedence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lt_digits_cpu.yaml").write_text("train: {epochs: 7}\n")
+    cfg = load_config("lt_digits_cpu.yaml")
+    assert cfg.train.epochs == 7 and cfg.source == "lt_digits_cpu.yaml"
+
+
+@pytest.mark.parametrize("name", ["lt_digits_gpu", "sub/lt_digits_cpu", "lt_digits_cpu.yml"])
+def test_unknown_name_lists_the_presets(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_config(name)
+    msg = str(e.value)
+    assert msg.startswith(f"{name}: config file not found") and "lt_stamps_cpu" in msg and "\n" not in msg
+
+
+def test_train_accepts_a_preset_name(tmp_path, monkeypatch, capsys):
+    """The CLI path: a preset name plus a bad override fails on the override, not on the name."""
+    from focaldet.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "lt_stamps_cpu", "train.epocs=1"]) == 2
+    err = capsys.readouterr().err
+    assert "lt_stamps_cpu.yaml: train.epocs: unknown key" in err
