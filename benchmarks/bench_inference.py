@@ -137,8 +137,8 @@ def main(argv=None) -> int:
     ours = f"ours amp {args.amp}" + (", compiled" if args.compile else "")
     print(f"{machine_line()}; device {args.device}, {ours} vs {ref}{bf16_note(args.amp, args.device)}; "
           f"{args.pairs} interleaved pairs after 1 warm-up\n")
-    print("| setting | ours ms/img | torchvision ms/img | speed ratio (median, min–max) | load 1/5/15 before → after |\n"
-          "|---|---:|---:|---:|---|", flush=True)
+    print("| setting | ours ms/img | torchvision ms/img | speed ratio (median, min–max) "
+          "| load 1/5/15 before → after |\n|---|---:|---:|---:|---|", flush=True)
     notes = [measure(setting, args) for setting in args.settings.split(",")]
     print()
     for n in notes:

@@ -104,9 +104,11 @@ def run_worker(side: str, setting: str, args) -> dict:
 def measure(setting: str, args) -> None:
     load_before = load_average()
     ours, tv = [], []
-    for _ in range(args.pairs):  # A B A B …: each adjacent pair sees nearly the same load
+    for i in range(args.pairs):  # A B A B …: each adjacent pair sees nearly the same load
         ours.append(run_worker("ours", setting, args))
         tv.append(run_worker("torchvision", setting, args))
+        print(f"  {setting} pair {i + 1}: ours {ours[-1]['median_s']:.3f} s, torchvision {tv[-1]['median_s']:.3f} s, "
+              f"ratio {tv[-1]['median_s'] / ours[-1]['median_s']:.2f}, load {load_average()}", file=sys.stderr, flush=True)
     ratios = [t["median_s"] / o["median_s"] for o, t in zip(ours, tv)]
     batch = ours[0]["batch"]
     o_s = statistics.median(r["median_s"] for r in ours)

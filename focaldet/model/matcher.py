@@ -1,4 +1,4 @@
-"""Anchor-to-ground-truth assignment for a whole batch at once (SPEC §4 "Matching").
+"""Anchor-to-ground-truth assignment for a whole batch at once (docs/spec.md §4 "Matching").
 
 Ground truths are padded to the largest count in the batch so one batched IoU ``(B, M, A)`` and a
 few reductions label every anchor of every image; no per-image or per-anchor Python in this path.

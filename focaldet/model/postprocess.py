@@ -1,4 +1,4 @@
-"""Inference post-processing (SPEC §4 "Inference"): threshold, top-k per level, decode, NMS, top-N."""
+"""Inference post-processing (docs/spec.md §4 "Inference"): threshold, top-k per level, decode, NMS, top-N."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -129,7 +129,8 @@ class RetinaNet(nn.Module):
         return x
 
     def network(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone → FPN → head: normalised ``x (B, 3, H, W)`` → ``(cls_logits (B, N, C), box_deltas (B, N, 4))``."""
+        """Backbone → FPN → head: normalised ``x (B, 3, H, W)`` →
+        ``(cls_logits (B, N, C), box_deltas (B, N, 4))``."""
         return self.head(self.fpn(self.backbone(x)))
 
     def compile_for_inference(self) -> "RetinaNet":
