@@ -1,87 +1,130 @@
 """One full training iteration (forward + loss + backward + SGD step, data already in memory) of
-focaldet's RetinaNet and of ``torchvision.models.detection.RetinaNet`` with the same architecture
-(see ``benchmarks/common.py``), the same random images and boxes, 2 threads.
+focaldet's RetinaNet and of ``torchvision.models.detection.RetinaNet`` with the same architecture and
+the same initial weights (see ``benchmarks/common.py``), the same random images and boxes, 2 threads.
 
-    .venv/bin/python benchmarks/bench_train_step.py [--settings r18-320-b4,r50-512-b2] [--repeats 5]
+    .venv/bin/python benchmarks/bench_train_step.py [--settings r18-320-b4,r50-512-b2] [--pairs 3] [--steps 3]
+    .venv/bin/python benchmarks/bench_train_step.py --amp bf16          # ours in bf16 autocast vs torchvision fp32
+    .venv/bin/python benchmarks/bench_train_step.py --device cuda --amp fp16 --amp-reference
     .venv/bin/python benchmarks/bench_train_step.py --profile r18-320-b4   # torch.profiler top ops
 
-Each side runs in its own fresh subprocess, so its peak memory is its own: the kernel's peak-RSS
-mark (VmHWM) is reset after the warm-up (which includes the one-time compile of our loss kernel)
-and read after the timed steps; "step memory" is that peak minus the RSS before the timed steps.
-Prints a markdown table: median seconds per iteration, images/s, memory and the ratios.
+Timing is interleaved in *fresh processes*: ours, torchvision, ours, torchvision, … (``--pairs``
+pairs). Each process builds its model, runs 1 warm-up iteration (which includes the one-time
+compile of our loss kernel), resets the kernel's peak-RSS mark (VmHWM; on CUDA the allocator's
+peak) and times ``--steps`` iterations; its median is one sample. The ratio of each adjacent pair
+(torchvision / ours, > 1 = ours faster) cancels most of a shared machine's changing load; the
+median of those ratios is printed with its min–max spread, the load average before and after each
+setting, and the median peak memory of each side (each process's memory is its own).
+
+Ours always runs channels_last (the model's default). ``--channels-last`` gives torchvision the same
+(weights in NHWC; its own transform batches the input, the convolutions follow the weights).
+``--amp`` applies to ours only unless ``--amp-reference`` (the targets compare against fp32 torchvision).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (SETTINGS, build_pair, machine_line, make_batch, median_time, peak_rss_bytes,  # noqa: E402
-                    reset_peak_rss, rss_bytes)
+from common import (SETTINGS, amp_dtype, autocast, bf16_note, build_pair, load_average, machine_line,  # noqa: E402
+                    make_batch, median_time, peak_rss_bytes, ratio_summary, reset_peak_rss, rss_bytes,
+                    synchronize)
 
 GiB = 1024 ** 3
 
 
-def make_step(side: str, setting: str, device: str = "cpu"):
+def make_step(side: str, setting: str, device: str = "cpu", amp: str = "none", channels_last: bool = False):
+    """A closure running one training iteration of ``side`` ("ours" or "torchvision")."""
     backbone, size, batch = SETTINGS[setting]
     ours, tv = build_pair(backbone, size)
     model = (tv if side == "torchvision" else ours).to(device).train()
     del ours, tv
+    if side == "torchvision" and channels_last:
+        model = model.to(memory_format=torch.channels_last)
     images, targets = make_batch(batch, size)
     images = images.to(device)
-    if side == "ours_cl":  # what channels_last would give: weights and input in NHWC (model unchanged)
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
     image_list = list(images)
     sizes = [(size, size)] * batch
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    dtype = amp_dtype(amp)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        if side != "torchvision":
-            losses = model(images, sizes, targets)
-            loss = losses["loss_cls"] + losses["loss_box"]
-        else:
-            losses = model(image_list, targets)
-            loss = losses["classification"] + losses["bbox_regression"]
-        loss.backward()
+        with autocast(dtype, device):
+            if side == "ours":
+                losses = model(images, sizes, targets)
+                loss = losses["loss_cls"] + losses["loss_box"]
+            else:
+                losses = model(image_list, targets)
+                loss = losses["classification"] + losses["bbox_regression"]
+        loss.float().backward()
         opt.step()
-        if device != "cpu":
-            torch.cuda.synchronize()
+        synchronize(device)
         return loss
 
     return step, batch
 
 
-def worker(side: str, setting: str, repeats: int, device: str) -> dict:
+def worker(side: str, setting: str, steps: int, device: str, amp: str, channels_last: bool) -> dict:
+    """Run in a fresh process: time ``steps`` iterations after 1 warm-up; report time and memory."""
     torch.set_num_threads(2)
-    step, batch = make_step(side, setting, device)
-    median_time(step, repeats=0, warmup=1)  # includes the one-time compile of our loss kernel
+    step, batch = make_step(side, setting, device, amp, channels_last)
+    median_time(step, repeats=0, warmup=1)
     rss0 = rss_bytes()
-    exact = reset_peak_rss()
-    if device != "cpu":
+    reset_peak_rss()
+    if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    med, times = median_time(step, repeats, warmup=0)
-    out = {"side": side, "setting": setting, "batch": batch, "median_s": med, "times": times,
-           "rss_before": rss0, "peak_rss": peak_rss_bytes(), "peak_exact": exact}
-    if device != "cpu":
-        out["cuda_peak"] = torch.cuda.max_memory_allocated()
+    med, times = median_time(step, steps, warmup=0)
+    out = {"side": side, "batch": batch, "median_s": med, "times": times, "rss_before": rss0,
+           "peak": peak_rss_bytes()}
+    if device.startswith("cuda"):
+        out["peak"] = torch.cuda.max_memory_allocated()
     return out
 
 
-def profile(setting: str, rows: int) -> None:
+def run_worker(side: str, setting: str, args) -> dict:
+    amp = args.amp if side == "ours" or args.amp_reference else "none"
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--settings", setting, "--steps",
+           str(args.steps), "--device", args.device, "--amp", amp]
+    if args.channels_last:
+        cmd.append("--channels-last")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(setting: str, args) -> None:
+    load_before = load_average()
+    ours, tv = [], []
+    for i in range(args.pairs):  # A B A B …: each adjacent pair sees nearly the same load
+        ours.append(run_worker("ours", setting, args))
+        tv.append(run_worker("torchvision", setting, args))
+        print(f"  {setting} pair {i + 1}: ours {ours[-1]['median_s']:.3f} s, torchvision {tv[-1]['median_s']:.3f} s, "
+              f"ratio {tv[-1]['median_s'] / ours[-1]['median_s']:.2f}, load {load_average()}", file=sys.stderr, flush=True)
+    ratios = [t["median_s"] / o["median_s"] for o, t in zip(ours, tv)]
+    batch = ours[0]["batch"]
+    o_s = statistics.median(r["median_s"] for r in ours)
+    t_s = statistics.median(r["median_s"] for r in tv)
+    o_m = statistics.median(r["peak"] for r in ours) / GiB
+    t_m = statistics.median(r["peak"] for r in tv) / GiB
+    print(f"| {setting} | {o_s:.3f} | {t_s:.3f} | {batch / o_s:.2f} | {batch / t_s:.2f} | **{ratio_summary(ratios)}** "
+          f"| {o_m:.2f} | {t_m:.2f} | {o_m / t_m:.2f} | {load_before} → {load_average()} |", flush=True)
+
+
+def profile(setting: str, rows: int, device: str, amp: str) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     torch.set_num_threads(2)
     for side in ("ours", "torchvision"):
-        step, _ = make_step(side, setting)
+        step, _ = make_step(side, setting, device, amp if side == "ours" else "none")
         median_time(step, repeats=0, warmup=2)
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             step()
@@ -92,57 +135,33 @@ def profile(setting: str, rows: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pairs", type=int, default=3, help="fresh-process pairs (ours, torchvision) per setting")
+    parser.add_argument("--steps", type=int, default=3, help="timed iterations per process, after 1 warm-up")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast for ours")
+    parser.add_argument("--amp-reference", action="store_true", help="use --amp for torchvision too")
+    parser.add_argument("--channels-last", action="store_true", help="torchvision's weights in channels_last too")
     parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
     parser.add_argument("--rows", type=int, default=15)
-    parser.add_argument("--channels-last", action="store_true",
-                        help="also time ours with weights and input in channels_last (a row 'ours, NHWC')")
-    parser.add_argument("--torchvision-first", action="store_true",
-                        help="run torchvision's subprocess before ours (to see the effect of the order under load)")
-    parser.add_argument("--worker", choices=("ours", "ours_cl", "torchvision"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("ours", "torchvision"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.settings, args.repeats, args.device)))
+        print(json.dumps(worker(args.worker, args.settings, args.steps, args.device, args.amp, args.channels_last)))
         return 0
     if args.profile:
-        profile(args.profile, args.rows)
+        profile(args.profile, args.rows, args.device, args.amp)
         return 0
     torch.set_num_threads(2)
-    print(f"{machine_line()} at start; median of {args.repeats} after 1 warm-up iteration, device {args.device}\n")
-    print("| setting | ours s/iter | torchvision s/iter | ours img/s | torchvision img/s | speed ratio "
-          "| ours peak GiB (step) | torchvision peak GiB (step) | memory ratio | load |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    sides = ("ours", "ours_cl", "torchvision") if args.channels_last else ("ours", "torchvision")
+    ref = f"torchvision {'amp ' + args.amp if args.amp_reference else 'fp32'}" + (" NHWC" if args.channels_last else "")
+    print(f"{machine_line()}; device {args.device}, ours amp {args.amp} vs {ref}{bf16_note(args.amp, args.device)}; "
+          f"{args.pairs} fresh-process pairs, median of {args.steps} iterations after 1 warm-up each\n")
+    mem = "peak GPU GiB" if args.device.startswith("cuda") else "peak RSS GiB"
+    print(f"| setting | ours s/iter | torchvision s/iter | ours img/s | torchvision img/s | speed ratio (median, "
+          f"min–max) | ours {mem} | torchvision {mem} | memory ratio | load 1/5/15 before → after |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for setting in args.settings.split(","):
-        res = {}
-        for side in (sides[::-1] if args.torchvision_first else sides):
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--settings", setting,
-                   "--repeats", str(args.repeats), "--device", args.device]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                return proc.returncode
-            res[side] = json.loads(proc.stdout.strip().splitlines()[-1])
-        for name in sides[:-1]:
-            print_row(setting, name, res[name], res["torchvision"], args.device)
+        measure(setting, args)
     return 0
-
-
-def print_row(setting: str, name: str, o: dict, t: dict, device: str) -> None:
-    b = o["batch"]
-    if name == "ours_cl":
-        setting += " (ours NHWC)"
-    if device == "cpu":
-        mo, mt = o["peak_rss"] / GiB, t["peak_rss"] / GiB
-        so, st = (o["peak_rss"] - o["rss_before"]) / GiB, (t["peak_rss"] - t["rss_before"]) / GiB
-        mem = f"{mo:.2f} ({so:.2f}) | {mt:.2f} ({st:.2f}) | {so / st:.2f}"
-    else:
-        mo, mt = o["cuda_peak"] / GiB, t["cuda_peak"] / GiB
-        mem = f"{mo:.2f} | {mt:.2f} | {mo / mt:.2f}"
-    print(f"| {setting} | {o['median_s']:.3f} | {t['median_s']:.3f} | {b / o['median_s']:.2f} | "
-          f"{b / t['median_s']:.2f} | **{t['median_s'] / o['median_s']:.2f}×** | {mem} | "
-          f"{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,44 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, e.g. ``"4.1/3.8/2.9"`` (CPUs busy or waiting)."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def ratio_summary(ratios: list[float]) -> str:
+    """Median of per-pair ratios with its spread: ``"1.52× (1.31–1.70, 5 pairs)"``."""
+    if not ratios:
+        return "n/a"
+    return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}, {len(ratios)} pairs)"
+
+
+def amp_dtype(amp: str):
+    """``--amp`` → autocast dtype (None for ``none``)."""
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def autocast(dtype, device: str):
+    """Autocast context for ``dtype`` on ``device`` (a no-op for None)."""
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bf16_note(amp: str, device: str) -> str:
+    """Whether this CPU has fast bf16 convolutions (oneDNN needs AVX512-BF16 / AMX; without them
+    PyTorch falls back to a slow reference convolution)."""
+    if amp != "bf16" or torch.device(device).type != "cpu":
+        return ""
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "; oneDNN bf16 supported"
+    return ("; oneDNN bf16 NOT supported on this CPU (no AVX512-BF16/AMX): bf16 convolutions take "
+            "the slow reference path")
+
+
 def median_time(step: Callable[[], None], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
     """Median wall seconds of ``step`` over ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
@@ -122,4 +160,4 @@ def machine_line() -> str:
     except (OSError, AttributeError):
         pass
     return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-            f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+            f"{torch.get_num_threads()} threads, load average {load_average()}")

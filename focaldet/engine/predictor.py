@@ -85,6 +85,7 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     from focaldet.data.collate import collate
     from focaldet.data.images import read_image
     from focaldet.data.transforms import build_transforms
+    from focaldet.engine.amp import amp_settings, autocast
     from focaldet.engine.distributed import setup
     from focaldet.engine.evaluator import load_for_inference
     from focaldet.evaluation import outputs_to_coco_results
@@ -100,6 +101,8 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
         cfg.data.test_size = int(test_size)
     class_names, cat_ids = list(ckpt["class_names"]), [int(c) for c in ckpt.get("cat_ids") or range(len(ckpt["class_names"]))]
     transform = build_transforms(cfg.data, train=False)
+    # the checkpoint's train.amp, as `focaldet eval` uses it; an fp16 (CUDA) run predicts in fp32 elsewhere
+    amp_dtype, _ = amp_settings(cfg.train.amp if cfg.train.amp != "fp16" or dev.type == "cuda" else "none", dev)
     names = _unique_names(images)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = {n: safe_output_path(out_dir, n + ".jpg") for n in names}  # check all before writing any
@@ -116,7 +119,8 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
                   "size": (h, w), "scale": 1.0}
         resized, target = transform(image, target, np.random.default_rng(0))  # eval transforms draw nothing random
         batch = collate([(resized, target)], size_divisibility=cfg.data.size_divisibility).to(dev)
-        out = model(batch.images, batch.image_sizes)
+        with autocast(amp_dtype, dev):
+            out = model(batch.images, batch.image_sizes)
         out = [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in out]
         res = outputs_to_coco_results(out, batch.image_ids, batch.scales, cat_ids)
         all_results.extend(res)

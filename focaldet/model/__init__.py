@@ -1,4 +1,4 @@
-"""RetinaNet (SPEC §4): backbone, FPN, anchors, matcher, box coder, head, post-processing."""
+"""RetinaNet (docs/spec.md §4): backbone, FPN, anchors, matcher, box coder, head, post-processing."""
 from focaldet.model.anchors import AnchorGenerator, default_anchor_sizes, torchvision_anchor_sizes
 from focaldet.model.backbone import ResNetBackbone
 from focaldet.model.box_coder import BoxCoder

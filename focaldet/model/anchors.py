@@ -1,4 +1,4 @@
-"""Anchors per pyramid level (SPEC §4): sizes 32·2^(l−3)·{2^0, 2^(1/3), 2^(2/3)}, ratios {0.5, 1, 2}."""
+"""Anchors per pyramid level (docs/spec.md §4): sizes 32·2^(l−3)·{2^0, 2^(1/3), 2^(2/3)}, ratios {0.5, 1, 2}."""
 from __future__ import annotations
 
 from typing import Optional, Sequence

@@ -1,12 +1,19 @@
-"""ResNet backbones from torchvision's own definitions, returning C3, C4, C5 (strides 8, 16, 32)."""
+"""ResNet backbones from torchvision's own definitions, returning C3, C4, C5 (strides 8, 16, 32).
+
+The blocks' modules (and so their ``state_dict`` names) are torchvision's; the forward pass is ours,
+so that a convolution followed by a ``FrozenBatchNorm2d`` runs as *one* convolution whose weights
+and bias have the frozen affine map folded in (see :func:`conv_norm`).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d
 
 from focaldet.errors import CheckpointError, FocaldetError
@@ -65,12 +72,57 @@ class ResNetBackbone(nn.Module):
             stage.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        c2 = self.layer1(x)
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
-        return [c3, c4, c5]
+        x = self.maxpool(conv_norm(self.conv1, self.bn1, x).relu_())
+        outs = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = block_forward(block, x)
+            outs.append(x)
+        return outs[1:]
+
+
+def folded_conv_params(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight ``(O, I, kh, kw)`` and bias ``(O,)`` of the one convolution equal to ``norm(conv(x))``.
+
+    FrozenBN is y = x·s + (β − μ·s) with s = γ / √(σ² + ε) (the formula of torchvision's
+    ``FrozenBatchNorm2d``); folded, W' = W·s per output channel and b' = (b or 0)·s + β − μ·s.
+    Computed in the parameters' dtype at every call (cheap next to the convolution, and always in
+    step with the weights while they train); the weight keeps its memory format (channels_last).
+    """
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    bias = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))``, as one folded convolution when ``norm`` is a ``FrozenBatchNorm2d``.
+
+    Equal to the two-step version up to float rounding (the products are summed in another order);
+    saves a full read and write of the activation, forward and backward. BN (trainable, batch
+    statistics) and GN cannot be folded and run as they are.
+    """
+    if not isinstance(norm, FrozenBatchNorm2d):
+        return norm(conv(x))
+    weight, bias = folded_conv_params(conv, norm)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``BasicBlock`` / ``Bottleneck`` computation on its own modules, with every
+    conv + norm pair through :func:`conv_norm`."""
+    if isinstance(block, Bottleneck):
+        out = conv_norm(block.conv1, block.bn1, x).relu_()
+        out = conv_norm(block.conv2, block.bn2, out).relu_()
+        out = conv_norm(block.conv3, block.bn3, out)
+    elif isinstance(block, BasicBlock):
+        out = conv_norm(block.conv1, block.bn1, x).relu_()
+        out = conv_norm(block.conv2, block.bn2, out)
+    else:
+        raise TypeError(f"unexpected ResNet block {type(block).__name__}")
+    identity = x if block.downsample is None else conv_norm(block.downsample[0], block.downsample[1], x)
+    return out.add_(identity).relu_()
 
 
 def load_resnet_weights(net: nn.Module, weights: str, weights_enum: type) -> None:

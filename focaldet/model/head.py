@@ -1,4 +1,4 @@
-"""RetinaNet class and box subnets (SPEC §4 "Head"), shared across pyramid levels."""
+"""RetinaNet class and box subnets (docs/spec.md §4 "Head"), shared across pyramid levels."""
 from __future__ import annotations
 
 import math

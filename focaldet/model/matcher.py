@@ -1,4 +1,4 @@
-"""Anchor-to-ground-truth assignment for a whole batch at once (SPEC §4 "Matching").
+"""Anchor-to-ground-truth assignment for a whole batch at once (docs/spec.md §4 "Matching").
 
 Ground truths are padded to the largest count in the batch so one batched IoU ``(B, M, A)`` and a
 few reductions label every anchor of every image; no per-image or per-anchor Python in this path.
@@ -37,9 +37,9 @@ def _intersection(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 
 def pad_boxes(boxes: Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """List of ``(n_i, 4)`` → padded ``(B, M, 4)`` float32 and validity mask ``(B, M)``."""
-    counts = torch.tensor([b.shape[0] for b in boxes], device=device)
     padded = pad_sequence([b.to(device=device, dtype=torch.float32).reshape(-1, 4) for b in boxes], batch_first=True)
-    valid = torch.arange(padded.shape[1], device=device)[None, :] < counts[:, None]
+    # built on the device from shapes alone: no host-to-device copy (a sync on CUDA)
+    valid = pad_sequence([torch.ones(b.numel() // 4, dtype=torch.bool, device=device) for b in boxes], batch_first=True)
     return padded, valid
 
 
@@ -68,13 +68,12 @@ class Matcher:
                     torch.zeros(B, A, dtype=torch.int8, device=iou.device))
         iou = iou.masked_fill(~valid[..., None], -1.0)  # padding never matches
         best_iou, matched = iou.max(dim=1)  # (B, A)
-        state = torch.zeros(B, A, dtype=torch.int8, device=iou.device)
-        state[best_iou >= self.bg_thresh] = -1
-        state[best_iou >= self.fg_thresh] = 1
+        # torch.where, not boolean-mask assignment: the latter calls nonzero (a host sync on CUDA)
+        positive = best_iou >= self.fg_thresh
         if self.allow_low_quality_matches:
             best_per_gt = iou.max(dim=2, keepdim=True).values  # (B, M, 1)
-            low_quality = ((iou == best_per_gt) & (best_per_gt > 0)).any(dim=1)  # (B, A)
-            state[low_quality] = 1
+            positive |= ((iou == best_per_gt) & (best_per_gt > 0)).any(dim=1)  # (B, A)
+        state = torch.where(positive, 1, torch.where(best_iou >= self.bg_thresh, -1, 0)).to(torch.int8)
         return matched, state
 
 

@@ -1,10 +1,10 @@
-"""Inference post-processing (SPEC §4 "Inference"): threshold, top-k per level, decode, NMS, top-N."""
+"""Inference post-processing (docs/spec.md §4 "Inference"): threshold, top-k per level, decode, NMS, top-N."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from focaldet.model.box_coder import BoxCoder
 
@@ -25,8 +25,8 @@ def postprocess_detections(cls_logits: torch.Tensor, box_deltas: torch.Tensor, a
         score, k ≤ ``detections_per_img``.
 
     Per level, every (anchor, class) pair with score > ``score_thresh`` competes for the top
-    ``topk_candidates``; only those are decoded. This runs batched over images; only the
-    class-wise NMS runs per image (torchvision's ``batched_nms``, exactly as torchvision's RetinaNet).
+    ``topk_candidates``; only those are decoded. Everything runs batched over images, and the
+    class-wise NMS of all images is one call (:func:`batch_class_nms`).
     """
     B = cls_logits.shape[0]
     if softmax:
@@ -55,10 +55,39 @@ def postprocess_detections(cls_logits: torch.Tensor, box_deltas: torch.Tensor, a
     sizes = torch.tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # (B, 2) as (h, w)
     max_xy = sizes.flip(1).repeat(1, 2)[:, None, :]  # (B, 1, 4): w, h, w, h
     boxes = torch.minimum(boxes.clamp(min=0), max_xy)
+    max_coordinate = max(max(int(h), int(w)) for h, w in image_sizes)
+    kept = batch_class_nms(boxes, scores, labels, scores > score_thresh, nms_thresh, max_coordinate, K)
     results = []
-    for i in range(B):
-        keep = scores[i] > score_thresh
-        b, s, l = boxes[i][keep], scores[i][keep], labels[i][keep]
-        kept = batched_nms(b, s, l, nms_thresh)[:detections_per_img]
-        results.append({"boxes": b[kept], "scores": s[kept], "labels": l[kept]})
+    for i, keep in enumerate(kept):
+        keep = keep[:detections_per_img]
+        results.append({"boxes": boxes[i, keep], "scores": scores[i, keep], "labels": labels[i, keep]})
     return results
+
+
+def batch_class_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                    iou_thresh: float, max_coordinate: int, num_classes: int) -> list[torch.Tensor]:
+    """Class-wise NMS of every image of a batch in one ``torchvision.ops.nms`` call.
+
+    Args:
+        boxes: ``(B, M, 4)`` xyxy pixels, inside ``[0, max_coordinate]``.
+        scores, labels, valid: ``(B, M)``; only ``valid`` candidates take part.
+    Returns:
+        per image, the indices into its M candidates that survive, by decreasing score.
+
+    Each (image, class) group is moved to its own square of the plane (shifted by
+    group · (max_coordinate + 1)), so boxes of different groups never overlap and one NMS call
+    equals one call per group — the coordinate trick of ``torchvision.ops.batched_nms``. The shift
+    is done in float64, where it is exact: IoUs are those of the unshifted boxes (float32 would
+    round the shifted coordinates by up to ~0.01 px and move IoUs near the threshold).
+    """
+    B, M = scores.shape
+    cand = valid.reshape(-1).nonzero().squeeze(1)  # flat indices image·M + m
+    image = torch.div(cand, M, rounding_mode="floor")
+    group = (image * num_classes + labels.reshape(-1)[cand]).to(torch.float64)
+    shifted = boxes.reshape(-1, 4)[cand].to(torch.float64) + (group * (max_coordinate + 1))[:, None]
+    keep = nms(shifted, scores.reshape(-1)[cand].to(torch.float64), iou_thresh)  # by decreasing score
+    keep_image = image[keep]
+    # a stable sort by image keeps each image's detections in score order
+    keep = keep[torch.sort(keep_image, stable=True).indices]
+    counts = torch.bincount(keep_image, minlength=B).tolist()
+    return [(cand[k] - i * M) for i, k in enumerate(keep.split(counts))]

@@ -1,4 +1,4 @@
-"""Anchors against hand-computed values (SPEC §4) and torchvision's AnchorGenerator."""
+"""Anchors against hand-computed values (docs/spec.md §4) and torchvision's AnchorGenerator."""
 import math
 
 import torch

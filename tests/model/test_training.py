@@ -17,7 +17,7 @@ def _batch():
 
 
 # modified_focal's weight exp(−γ·z_t) is ~1e4 at the prior-initialised logits of a positive; its
-# documented cap keeps it trainable (SPEC §2 hard rules); without warm-up it still needs clipping
+# documented cap keeps it trainable (docs/spec.md §2 hard rules); without warm-up it still needs clipping
 EXTRA = {"modified_focal": ["loss.max_weight=10"]}
 
 
