@@ -142,7 +142,11 @@ class _PrecomputedGradient(torch.autograd.Function):
         if ctx.stats is not None:
             grad_stats, pos_abs, neg_abs = ctx.stats
             grad_stats.accumulate(pos_abs, neg_abs)
-        return (grad_output * grad).to(ctx.logits_dtype), None, None, None, None, None
+        # a plain loss.backward() on CPU (grad_output 1, readable without a device sync) needs no
+        # pass over the (N, K) gradient; autograd never writes into a gradient it is handed
+        if not (grad_output.device.type == "cpu" and grad_output.item() == 1.0):
+            grad = grad_output * grad
+        return grad.to(ctx.logits_dtype), None, None, None, None, None
 
 
 def sigmoid_loss(formula, logits: Tensor, labels: Tensor, *, norm: Tensor, params: dict,

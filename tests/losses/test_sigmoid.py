@@ -292,3 +292,17 @@ def test_compile_switch_is_explicit_and_read_once(monkeypatch):
     loss = build_loss("focal", num_classes=K)
     monkeypatch.setenv("FOCALDET_COMPILE", "0")  # later changes do not reach a built loss
     assert loss.compiler.enabled and not build_loss("ghm", num_classes=K, compile=False).compiler.enabled
+
+
+def test_backward_twice_with_retain_graph_and_scaled_grad_output():
+    """The gradient handed out for grad_output = 1 is the loss's own buffer: a retained graph must
+    still give the reference gradient on a second backward, and a scaled one its multiple."""
+    x64, labels, _ = make_batch(extremes=False)
+    _, ref_grad = reference("focal", x64, labels, None, 7.0)
+    x = x64.float().requires_grad_()
+    out = focal_loss(x, labels, normalizer=7.0)
+    out.backward(retain_graph=True)
+    out.backward(retain_graph=True)
+    torch.testing.assert_close(x.grad.double(), 2 * ref_grad, rtol=1e-4, atol=1e-6)
+    (3.0 * out).backward()
+    torch.testing.assert_close(x.grad.double(), 5 * ref_grad, rtol=1e-4, atol=1e-6)
