@@ -27,7 +27,11 @@ def equalized_focal(x: Tensor, y: Tensor, t, *, alpha_pos: Tensor, alpha_neg: Te
     ``(K,)`` with the weight ``γ_j/γ_b`` folded into α_t."""
     z = torch.where(y, x, -x)
     p, q, ce, softplus_z = sigmoid_parts(z)  # p_t, 1 - p_t, CE, -log(1 - p_t)
-    w = torch.exp(-gamma * softplus_z)  # (1 - p_t)^γ_j with one exp for a per-class exponent
+    log_w = -gamma * softplus_z  # log (1 - p_t)^γ_j: one exp for a per-class exponent
+    # weights below e^-60 are flushed to 0: with γ_j up to γ_b + s (10 by default), float32 would
+    # fill with subnormal numbers, each operation on which costs several normal ones on x86 CPUs;
+    # what is dropped lies far below float32's resolution of any sum or gradient it belongs to
+    w = torch.where(log_w > -60.0, torch.exp(torch.clamp(log_w, min=-60.0)), 0.0)
     loss = w * ce
     dz = -w * (gamma * p * ce + q)
     return torch.where(y, alpha_pos * loss, alpha_neg * loss), torch.where(y, alpha_pos * dz, -alpha_neg * dz)
