@@ -12,8 +12,8 @@ intermediates, so backward is at most a multiplication by ``grad_output``.
 :func:`fused_pass` is that pass. It runs eagerly, or compiled by a :class:`Compiler` (one per loss
 module, switched by the module's ``compile=``): ``torch.compile`` then fuses the label comparison,
 the formula, the mask and the sum into one loop over the logits that never materialises a one-hot
-target. :func:`sigmoid_loss` wraps it for autograd and, for :class:`GradStats`, adds the per-class
-gradient sums (:func:`class_grad_sums`).
+target, with the per-class gradient sums for :class:`GradStats` where asked for.
+:func:`sigmoid_loss` wraps it for autograd.
 """
 from __future__ import annotations
 
@@ -53,11 +53,11 @@ def positive_mask(x: Tensor, labels: Tensor) -> Tensor:
 
 
 def fused_pass(x: Tensor, labels: Tensor, quality: Tensor | None, norm: Tensor, formula, params: dict,
-               for_class_sums: bool):
-    """``(Σ loss / norm, ∂/∂x of that (N, K), neg_min)`` over the non-ignored rows.
+               per_class_sums: bool):
+    """``(Σ loss / norm, ∂/∂x of that (N, K), pos_abs, neg_abs)`` over the non-ignored rows.
 
-    ``neg_min`` (0-d, or None unless ``for_class_sums``) is the smallest gradient of a negative
-    element, floored at 0: whether :func:`class_grad_sums` may sum the gradient without ``abs``.
+    ``pos_abs``, ``neg_abs`` (``(K,)`` float32, or None unless ``per_class_sums``) are the per-class
+    sums of |gradient| over positive and over non-ignored negative elements (:class:`GradStats`).
     """
     y = positive_mask(x, labels)
     t = torch.where(y, quality[:, None], 0.0) if quality is not None else 0.0
@@ -67,37 +67,15 @@ def fused_pass(x: Tensor, labels: Tensor, quality: Tensor | None, norm: Tensor, 
     # where(), not a multiplication: an ignored row's inf (modified_focal) must not become NaN
     total = torch.where(valid, loss, 0.0).sum() * inv_norm
     grad = torch.where(valid, grad * inv_norm, 0.0)
-    neg_min = torch.where(y, 0.0, grad).amin() if for_class_sums else None
-    return total, grad, neg_min
-
-
-def class_grad_sums(grad: Tensor, labels: Tensor, neg_min: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-class ``(Σ|g| over positives, Σ|g| over non-ignored negatives)``, each ``(K,)`` float32,
-    of a gradient ``grad (N, K)`` whose ignored rows are zero (``neg_min``: see :func:`fused_pass`).
-
-    Column sums are taken as ``ones(N) @ grad``, a BLAS gemv that reads the array once, row by
-    row (a compiled column reduction reads it once per vector of columns). The few positive
-    entries are zeroed for it, not subtracted afterwards: a positive's |g| can dwarf its class's
-    whole negative sum, and the subtraction would cancel in float32.
-    """
-    num_classes = grad.shape[1]
-    pos_rows = ((labels >= 0) & (labels < num_classes)).nonzero().squeeze(1)
-    pos_cols = labels[pos_rows]
-    pos_vals = grad[pos_rows, pos_cols]
-    pos_abs = torch.zeros(num_classes, dtype=torch.float32, device=grad.device)
-    pos_abs.index_add_(0, pos_cols, pos_vals.abs().float())
-    ones = grad.new_ones(grad.shape[0])
-    if grad.device.type == "cpu" and neg_min.item() >= 0:
-        # every negative's gradient is >= 0 (all losses but poly_focal with ε < 0): Σ g = Σ |g|,
-        # and no |grad| copy is needed; the check is free on CPU, a device sync elsewhere
-        grad[pos_rows, pos_cols] = 0
-        neg_abs = torch.mv(grad.t(), ones)
-        grad[pos_rows, pos_cols] = pos_vals
-    else:
-        abs_grad = grad.abs()
-        abs_grad[pos_rows, pos_cols] = 0
-        neg_abs = torch.mv(abs_grad.t(), ones)
-    return pos_abs, neg_abs.float()
+    if not per_class_sums:
+        return total, grad, None, None
+    g = grad.abs()
+    # masked column sums, not "all minus positives": a positive's |g| can dwarf its class's whole
+    # negative sum, and the subtraction would cancel in float32. Summed here, inside the one
+    # compiled call: a few extra small ops would each wait for every thread on a loaded machine.
+    pos_abs = torch.where(y, g, 0.0).sum(0)
+    neg_abs = torch.where(y, 0.0, g).sum(0)
+    return total, grad, pos_abs.float(), neg_abs.float()
 
 
 def compile_from_env() -> bool:
@@ -145,6 +123,10 @@ class Compiler:
                           RuntimeWarning, stacklevel=3)
             return fn(x, *args)
 
+    def __getstate__(self) -> dict:
+        # a copied or pickled loss (deepcopy of a model) compiles again where it runs
+        return {**self.__dict__, "_compiled": {}}
+
     def __repr__(self) -> str:
         return f"Compiler(enabled={self.enabled}, min_elements={self.min_elements}, failed={self.failed})"
 
@@ -167,7 +149,8 @@ class _PrecomputedGradient(torch.autograd.Function):
             grad_stats, pos_abs, neg_abs = ctx.stats
             grad_stats.accumulate(pos_abs, neg_abs)
         # a plain loss.backward() on CPU (grad_output 1, readable without a device sync) needs no
-        # pass over the (N, K) gradient; autograd never writes into a gradient it is handed
+        # pass over the (N, K) gradient. If the caller then modifies that gradient in place and
+        # runs backward through a retained graph again, autograd's version check raises.
         if not (grad_output.device.type == "cpu" and grad_output.item() == 1.0):
             grad = grad_output * grad
         return grad.to(ctx.logits_dtype), None, None, None, None, None
@@ -194,10 +177,8 @@ def sigmoid_loss(formula, logits: Tensor, labels: Tensor, *, norm: Tensor, param
         params = {k: (v.to(device=device, dtype=dtype) if isinstance(v, Tensor) else v)
                   for k, v in params.items()}
         args = (x, labels, quality, norm.to(dtype), formula, params, grad_stats is not None)
-        total, grad, neg_min = compiler(fused_pass, *args) if compiler is not None else fused_pass(*args)
-        pos_abs = neg_abs = None
-        if grad_stats is not None:
-            pos_abs, neg_abs = class_grad_sums(grad, labels, neg_min)
+        out = compiler(fused_pass, *args) if compiler is not None else fused_pass(*args)
+        total, grad, pos_abs, neg_abs = out
     if not logits.requires_grad:
         return total
     return _PrecomputedGradient.apply(logits, total, grad, grad_stats, pos_abs, neg_abs)
