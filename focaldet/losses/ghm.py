@@ -20,34 +20,40 @@ the first iteration's weights by 1/(1-momentum)).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
 from focaldet.losses.checks import LossConfigError, as_normalizer, check_range
-from focaldet.losses.fused import Compiler, compute_dtype, positive_mask, sigmoid_loss, sigmoid_parts
+from focaldet.losses.fused import Compiler, compute_dtype, positive_mask, sigmoid_loss
 from focaldet.losses.grad_stats import GradStats
 
 
-def ghm_bin(q: Tensor, bins: int) -> Tensor:
-    """Bin index (as float) of the gradient norm ``q = 1 - p_t`` in [0, 1]."""
-    return torch.clamp(torch.floor(q * bins), max=bins - 1)
+def ghm_bin(x: Tensor, y: Tensor, bins: int):
+    """``(bin index as float, 1 - p_t = |p - y|, z_t)`` of every element; both passes bin through
+    this one function, so an element is weighted with the bin it was counted in."""
+    z = torch.where(y, x, -x)
+    q = torch.sigmoid(-z)  # one op: GHM's two passes run eagerly on small inputs, op by op
+    return torch.clamp(torch.floor(q * bins), max=bins - 1), q, z
 
 
 def ghm(x: Tensor, y: Tensor, t, *, bin_weight: Tensor, bins: int):
     """Elementwise ``(β CE / N, ∂/∂x)``; ``bin_weight (bins,)`` holds β/N of each bin."""
-    z = torch.where(y, x, -x)
-    _, q, ce, _ = sigmoid_parts(z)  # 1 - p_t = |p - y|, CE
-    w = bin_weight[ghm_bin(q, bins).long()]
+    idx, q, z = ghm_bin(x, y, bins)
+    w = bin_weight[idx.long()]
+    ce = F.softplus(-z)  # -log p_t
     return w * ce, torch.where(y, -w * q, w * q)  # p - y: -(1 - p) for a positive, p for a negative
 
 
 def ghm_bin_counts(x: Tensor, labels: Tensor, bins: int) -> Tensor:
     """Number of non-ignored elements of ``x (N, K)`` in each bin, ``(bins,)`` int64."""
-    y = positive_mask(x, labels)
-    _, q, _, _ = sigmoid_parts(torch.where(y, x, -x))
-    idx = torch.where((labels >= 0)[:, None], ghm_bin(q, bins), -1.0)
-    # one comparison-sum per bin: compiled, all of them are one pass over the logits
-    return torch.stack([(idx == b).sum() for b in range(bins)])
+    idx, _, _ = ghm_bin(x, positive_mask(x, labels), bins)
+    idx = torch.where((labels >= 0)[:, None], idx, -1.0)  # ignored: in no bin
+    if torch.compiler.is_compiling():
+        # one comparison-sum per bin; compiled, they are all one pass over the logits
+        return torch.stack([(idx == b).sum() for b in range(bins)])
+    # eagerly, one histogram op instead of 2 × bins passes (bin b holds exactly the value b)
+    return torch.histc(idx, bins=bins, min=0, max=bins).long()
 
 
 def ghm_loss(logits: Tensor, labels: Tensor, *, normalizer, acc_sum: Tensor, bins: int = 10,
