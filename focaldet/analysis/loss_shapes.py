@@ -8,18 +8,20 @@ from pathlib import Path
 
 import torch
 
-from focaldet.losses import kernels
+from focaldet.losses.focal import focal
+from focaldet.losses.focal_star import focal_star
+from focaldet.losses.modified_focal import modified_focal
 from focaldet.utils.io import atomic_write_bytes
 
-# (label, kernel, parameters) — α_t = 1 throughout, as in the paper's Figure 1
+# (label, formula, parameters) — α_t = 1 throughout, as in the paper's Figure 1
 CURVES = [
-    ("CE (γ = 0)", "focal", dict(gamma=0.0)),
-    ("FL γ = 0.5", "focal", dict(gamma=0.5)),
-    ("FL γ = 1", "focal", dict(gamma=1.0)),
-    ("FL γ = 2", "focal", dict(gamma=2.0)),
-    ("FL γ = 5", "focal", dict(gamma=5.0)),
-    ("modified_focal γ = 2", "modified_focal", dict(gamma=2.0, log_max_weight=float("inf"))),
-    ("focal_star (FL*) γ = 2, β = 1", "focal_star", dict(gamma=2.0, beta=1.0)),
+    ("CE (γ = 0)", focal, dict(gamma=0.0)),
+    ("FL γ = 0.5", focal, dict(gamma=0.5)),
+    ("FL γ = 1", focal, dict(gamma=1.0)),
+    ("FL γ = 2", focal, dict(gamma=2.0)),
+    ("FL γ = 5", focal, dict(gamma=5.0)),
+    ("modified_focal γ = 2", modified_focal, dict(gamma=2.0, log_max_weight=float("inf"))),
+    ("focal_star (FL*) γ = 2, β = 1", focal_star, dict(gamma=2.0, beta=1.0)),
 ]
 
 
@@ -28,8 +30,8 @@ def loss_curves(p_t: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor
     x = torch.logit(p_t.double())
     yes = torch.ones((), dtype=torch.bool)
     out = {}
-    for label, kernel, params in CURVES:
-        loss, grad = kernels.KERNELS[kernel][0](x, yes, 0.0, alpha_pos=1.0, alpha_neg=1.0, **params)
+    for label, formula, params in CURVES:
+        loss, grad = formula(x, yes, 0.0, alpha_pos=1.0, alpha_neg=1.0, **params)
         out[label] = (loss, grad.abs())
     return out
 

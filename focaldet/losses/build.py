@@ -7,10 +7,14 @@ from torch import nn
 
 from focaldet.losses.checks import LossConfigError
 from focaldet.losses.equalized_focal import EqualizedFocalLoss
+from focaldet.losses.focal import BalancedBCELoss, BCELoss, FocalLoss
+from focaldet.losses.focal_star import FocalStarLoss
 from focaldet.losses.ghm import GHMLoss
-from focaldet.losses.sigmoid import (BalancedBCELoss, BCELoss, FocalLoss, FocalStarLoss, ModifiedFocalLoss,
-                                     PolyFocalLoss, QualityFocalLoss, VarifocalLoss)
+from focaldet.losses.modified_focal import ModifiedFocalLoss
+from focaldet.losses.poly_focal import PolyFocalLoss
+from focaldet.losses.quality_focal import QualityFocalLoss
 from focaldet.losses.softmax import OHEMLoss, SampledLoss, SoftmaxCELoss
+from focaldet.losses.varifocal import VarifocalLoss
 
 LOSSES: dict[str, type] = {cls.name: cls for cls in (
     BCELoss, BalancedBCELoss, FocalLoss, ModifiedFocalLoss, FocalStarLoss, PolyFocalLoss, GHMLoss,
@@ -22,13 +26,19 @@ def loss_names() -> list[str]:
 
 
 def loss_parameters(name: str) -> dict:
-    """The keyword parameters of loss ``name`` with their defaults."""
+    """The keyword parameters of loss ``name`` with their defaults (the formula's parameters; how
+    it runs, ``compile``, is not one of them)."""
     sig = inspect.signature(LOSSES[name].__init__)
-    return {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {p.name: p.default for p in sig.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "compile"}
 
 
-def build_loss(name: str, *, num_classes: int, track_grad_stats: bool = False, **params) -> nn.Module:
+def build_loss(name: str, *, num_classes: int, track_grad_stats: bool = False, compile: bool | None = None,
+               **params) -> nn.Module:
     """Build loss ``name`` for ``num_classes`` foreground classes with keyword ``params``.
+
+    ``compile``: run a sigmoid loss's fused pass through ``torch.compile`` (inputs of at least
+    2**20 elements); None reads ``FOCALDET_COMPILE`` once, now (default on). Softmax losses ignore it.
 
     Raises :class:`LossConfigError` (a ``ValueError``) naming the valid names or parameters when
     ``name`` or a parameter is unknown, and the allowed range when a value is out of it.
@@ -41,4 +51,4 @@ def build_loss(name: str, *, num_classes: int, track_grad_stats: bool = False, *
         listed = ", ".join(f"{k}={v!r}" for k, v in valid.items()) or "(none)"
         raise LossConfigError(f"loss '{name}': unknown parameter(s) {', '.join(unknown)}; "
                               f"valid parameters (with defaults): {listed}")
-    return LOSSES[name](num_classes, track_grad_stats, **params)
+    return LOSSES[name](num_classes, track_grad_stats, compile=compile, **params)

@@ -1,7 +1,11 @@
-"""Parameter checks shared by the loss constructors and :func:`focaldet.losses.build_loss`."""
+"""Checks shared by the losses: parameters (constructors and :func:`focaldet.losses.build_loss`)
+and the inputs of a call."""
 from __future__ import annotations
 
 import math
+
+import torch
+from torch import Tensor
 
 from focaldet.errors import FocaldetError
 
@@ -38,3 +42,35 @@ def check_num_classes(loss: str, num_classes) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"loss '{loss}': num_classes must be a positive integer, got {num_classes!r}")
     return num_classes
+
+
+def as_normalizer(normalizer, device) -> Tensor:
+    """The loss divisor as a 0-d float32 tensor on ``device``: a positive number or a 0-d tensor."""
+    if isinstance(normalizer, Tensor):
+        if normalizer.numel() != 1:
+            raise ValueError(f"normalizer must be a number or a 0-d tensor, got shape {tuple(normalizer.shape)}")
+        return normalizer.detach().reshape(()).to(device=device, dtype=torch.float32)
+    if isinstance(normalizer, bool) or not isinstance(normalizer, (int, float)) or not normalizer > 0:
+        raise ValueError(f"normalizer must be a positive number (the number of positive anchors, at least 1), "
+                         f"got {normalizer!r}")
+    return torch.tensor(float(normalizer), device=device)
+
+
+def check_inputs(name: str, logits: Tensor, labels: Tensor, num_outputs: int, quality=None,
+                 needs_quality=False, batch_index=None) -> None:
+    """Shapes and dtypes of a loss call: ``logits (N, num_outputs)`` floating, ``labels (N,)``
+    int64/int32, and ``quality`` / ``batch_index`` ``(N,)`` where given."""
+    if logits.dim() != 2 or logits.shape[1] != num_outputs:
+        raise ValueError(f"loss '{name}': logits must have shape (N, {num_outputs}), got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"loss '{name}': logits must be floating point, got {logits.dtype}")
+    if labels.shape != (logits.shape[0],) or labels.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"loss '{name}': labels must be an int64 tensor of shape ({logits.shape[0]},), "
+                         f"got {labels.dtype} {tuple(labels.shape)}")
+    if needs_quality and quality is None:
+        raise ValueError(f"loss '{name}' needs quality= (the IoU target of each positive anchor)")
+    if quality is not None and quality.shape != (logits.shape[0],):
+        raise ValueError(f"loss '{name}': quality must have shape ({logits.shape[0]},), got {tuple(quality.shape)}")
+    if batch_index is not None and batch_index.shape != (logits.shape[0],):
+        raise ValueError(f"loss '{name}': batch_index must have shape ({logits.shape[0]},), "
+                         f"got {tuple(batch_index.shape)}")

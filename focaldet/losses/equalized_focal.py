@@ -1,20 +1,40 @@
-"""Equalized focal loss (Li et al., CVPR 2022; SPEC §3).
+"""Equalized focal loss, EFL (Li et al., CVPR 2022): a focal loss whose focusing factor is set per
+class from that class's gradient statistics.
 
-For foreground class j: ``EFL_j = α_t (γ_j/γ_b) (1-p_t)^γ_j CE(p_t)`` with
-``γ_j = γ_b + s(1 - g_j)`` and ``g_j = clamp(G⁺_j / (G⁻_j + 1e-10), 0, 1)``. G⁺/G⁻ live in the module's
-:class:`GradStats` and are updated in the loss's own backward from the exact gradient the optimizer
-sees (normalizer, α_t and both factors included); γ_j and the weight are constants for autograd.
-Before the first update ``g_j = 1``, so EFL starts out as the focal loss.
+With ``z_t = ±x``, ``p_t = σ(z_t)`` and CE as in :mod:`.focal`, for class j:
+
+    EFL_j = α_t (γ_j/γ_b) (1 - p_t)^γ_j CE
+    ∂EFL_j/∂z_t = -α_t (γ_j/γ_b) (1 - p_t)^γ_j (γ_j p_t CE + (1 - p_t)),   ∂z_t/∂x = ±1
+    γ_j = γ_b + s (1 - g_j),   g_j = clamp(G⁺_j / (G⁻_j + 1e-10), 0, 1)
+
+G⁺/G⁻ live in the module's :class:`GradStats`, updated in the loss's own backward from the exact
+gradient the optimizer sees; γ_j and the weight γ_j/γ_b are constants for autograd. Before the
+first update ``g_j = 1``, so EFL starts out as the focal loss.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from focaldet.losses.checks import check_range
-from focaldet.losses.engine import sigmoid_loss
+from focaldet.losses.base import SigmoidLoss
+from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.fused import Compiler, compute_dtype, sigmoid_loss, sigmoid_parts
 from focaldet.losses.grad_stats import GradStats
-from focaldet.losses.sigmoid import SigmoidLoss
+
+
+def equalized_focal(x: Tensor, y: Tensor, t, *, alpha_pos: Tensor, alpha_neg: Tensor, gamma: Tensor):
+    """Elementwise ``(EFL, ∂EFL/∂x)``; ``gamma`` is ``γ_j (K,)``, ``alpha_pos``/``alpha_neg`` are
+    ``(K,)`` with the weight ``γ_j/γ_b`` folded into α_t."""
+    z = torch.where(y, x, -x)
+    p, q, ce, softplus_z = sigmoid_parts(z)  # p_t, 1 - p_t, CE, -log(1 - p_t)
+    log_w = -gamma * softplus_z  # log (1 - p_t)^γ_j: one exp for a per-class exponent
+    # weights below e^-60 are flushed to 0: with γ_j up to γ_b + s (10 by default), float32 would
+    # fill with subnormal numbers, each operation on which costs several normal ones on x86 CPUs;
+    # what is dropped lies far below float32's resolution of any sum or gradient it belongs to
+    w = torch.where(log_w > -60.0, torch.exp(torch.clamp(log_w, min=-60.0)), 0.0)
+    loss = w * ce
+    dz = -w * (gamma * p * ce + q)
+    return torch.where(y, alpha_pos * loss, alpha_neg * loss), torch.where(y, alpha_pos * dz, -alpha_neg * dz)
 
 
 def efl_gamma(grad_stats: GradStats, gamma_b: float, scale: float) -> Tensor:
@@ -25,14 +45,14 @@ def efl_gamma(grad_stats: GradStats, gamma_b: float, scale: float) -> Tensor:
 
 
 def equalized_focal_loss(logits: Tensor, labels: Tensor, *, normalizer, grad_stats: GradStats,
-                         gamma_b: float = 2.0, scale: float = 8.0, alpha: float = 0.25) -> Tensor:
+                         gamma_b: float = 2.0, scale: float = 8.0, alpha: float = 0.25,
+                         compiler: Compiler | None = None) -> Tensor:
     """EFL over ``logits (N, K)``; reads γ_j from ``grad_stats`` and, in backward, updates it."""
-    gamma = efl_gamma(grad_stats, gamma_b, scale).to(logits.device)
+    gamma = efl_gamma(grad_stats, gamma_b, scale).to(device=logits.device, dtype=compute_dtype(logits))
     weight = gamma / gamma_b
-    # the weighting factor is folded into α_t: α_t (γ_j/γ_b) is one per-class factor
-    return sigmoid_loss("focal", logits, labels, normalizer=normalizer, grad_stats=grad_stats,
-                        consts=dict(alpha_pos=alpha * weight, alpha_neg=(1.0 - alpha) * weight, gamma=gamma),
-                        class_params=("alpha_pos", "alpha_neg", "gamma"))
+    return sigmoid_loss(equalized_focal, logits, labels, norm=as_normalizer(normalizer, logits.device),
+                        params=dict(alpha_pos=alpha * weight, alpha_neg=(1.0 - alpha) * weight, gamma=gamma),
+                        grad_stats=grad_stats, compiler=compiler)
 
 
 class EqualizedFocalLoss(SigmoidLoss):
@@ -41,8 +61,8 @@ class EqualizedFocalLoss(SigmoidLoss):
     name = "equalized_focal"
 
     def __init__(self, num_classes: int, track_grad_stats: bool = True, *, gamma_b: float = 2.0,
-                 scale: float = 8.0, alpha: float = 0.25):
-        super().__init__(num_classes, True,
+                 scale: float = 8.0, alpha: float = 0.25, compile: bool | None = None):
+        super().__init__(num_classes, True, compile,
                          gamma_b=check_range(self.name, "gamma_b", gamma_b, 0, low_open=True),
                          scale=check_range(self.name, "scale", scale, 0),
                          alpha=check_range(self.name, "alpha", alpha, 0, 1))
@@ -52,4 +72,5 @@ class EqualizedFocalLoss(SigmoidLoss):
         return efl_gamma(self.grad_stats, self.params["gamma_b"], self.params["scale"])
 
     def _loss(self, logits, labels, *, normalizer, quality):
-        return equalized_focal_loss(logits, labels, normalizer=normalizer, grad_stats=self.grad_stats, **self.params)
+        return equalized_focal_loss(logits, labels, normalizer=normalizer, grad_stats=self.grad_stats,
+                                    compiler=self.compiler, **self.params)

@@ -1,9 +1,16 @@
-"""Gradient harmonizing classification loss, GHM-C (Li et al., AAAI 2019; SPEC §2).
+"""Gradient harmonizing classification loss, GHM-C (Li et al., AAAI 2019).
 
-Every non-ignored element gets ``β_i = N / (M · GD(g_i))`` with ``g = |p - y|`` (the gradient norm of
-BCE w.r.t. the logit), ``GD`` the number of elements in ``g_i``'s bin (``bins`` equal bins on [0, 1],
-smoothed over iterations by an EMA with ``momentum``), ``N`` the number of elements and ``M`` the
-number of non-empty bins; the loss is ``(1/N) Σ β_i CE_i``, β constant for autograd.
+``g = |p - y|`` is the gradient norm of BCE with respect to the logit; with ``z_t = ±x`` as in
+:mod:`.focal` it is ``1 - p_t = σ(-z_t)``. Every non-ignored element gets
+
+    β_i = N / (M · GD(g_i)),   GHM-C = (1/N) Σ β_i CE_i,   ∂/∂x_i = (β_i/N) (p_i - y_i)
+
+with ``GD`` the number of elements in ``g_i``'s bin (``bins`` equal bins on [0, 1], smoothed over
+iterations by an EMA with ``momentum``), ``N`` the number of elements and ``M`` the number of
+non-empty bins; β is a constant for autograd.
+
+Two passes, both on the fused path: one counts the elements per bin, the second is the formula
+below with the per-bin weights β/N as a small lookup table. Both compute the bin the same way.
 
 Normalisation: GHM-C brings its own (the 1/N above, as in the paper and mmdetection, whose GHMC
 ignores ``avg_factor``), so ``normalizer`` is accepted for the common call convention but not used.
@@ -13,40 +20,54 @@ the first iteration's weights by 1/(1-momentum)).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 
-from focaldet.losses.checks import LossConfigError, check_range
-from focaldet.losses.engine import _AttachGrad, as_normalizer, class_grad_sums, compute_dtype
+from focaldet.losses.base import SigmoidLoss
+from focaldet.losses.checks import LossConfigError, as_normalizer, check_range
+from focaldet.losses.fused import Compiler, compute_dtype, positive_mask, sigmoid_loss
 from focaldet.losses.grad_stats import GradStats
-from focaldet.losses.sigmoid import SigmoidLoss
+
+
+def ghm_bin(x: Tensor, y: Tensor, bins: int):
+    """``(bin index as float, 1 - p_t = |p - y|, z_t)`` of every element; both passes bin through
+    this one function, so an element is weighted with the bin it was counted in."""
+    z = torch.where(y, x, -x)
+    q = torch.sigmoid(-z)  # one op: GHM's two passes run eagerly on small inputs, op by op
+    return torch.clamp(torch.floor(q * bins), max=bins - 1), q, z
+
+
+def ghm(x: Tensor, y: Tensor, t, *, bin_weight: Tensor, bins: int):
+    """Elementwise ``(β CE / N, ∂/∂x)``; ``bin_weight (bins,)`` holds β/N of each bin."""
+    idx, q, z = ghm_bin(x, y, bins)
+    w = bin_weight[idx.long()]
+    ce = F.softplus(-z)  # -log p_t
+    return w * ce, torch.where(y, -w * q, w * q)  # p - y: -(1 - p) for a positive, p for a negative
+
+
+def ghm_bin_counts(x: Tensor, labels: Tensor, bins: int) -> Tensor:
+    """Number of non-ignored elements of ``x (N, K)`` in each bin, ``(bins,)`` int64."""
+    idx, _, _ = ghm_bin(x, positive_mask(x, labels), bins)
+    idx = torch.where((labels >= 0)[:, None], idx, -1.0)  # ignored: in no bin
+    if torch.compiler.is_compiling():
+        # one comparison-sum per bin; compiled, they are all one pass over the logits
+        return torch.stack([(idx == b).sum() for b in range(bins)])
+    # eagerly, one histogram op instead of 2 × bins passes (bin b holds exactly the value b)
+    return torch.histc(idx, bins=bins, min=0, max=bins).long()
 
 
 def ghm_loss(logits: Tensor, labels: Tensor, *, normalizer, acc_sum: Tensor, bins: int = 10,
-             momentum: float = 0.75, grad_stats: GradStats | None = None) -> Tensor:
+             momentum: float = 0.75, grad_stats: GradStats | None = None,
+             compiler: Compiler | None = None) -> Tensor:
     """GHM-C over ``logits (N, K)``; ``acc_sum (bins,)`` float32 is the EMA state, updated in place
     (``momentum = 0`` uses the current counts only)."""
-    as_normalizer(normalizer, logits.device)  # checked for the common contract, not used (see module doc)
-    dtype = compute_dtype(logits)
-    K = logits.shape[1]
-    with torch.no_grad(), torch.autocast(logits.device.type, enabled=False):
-        x = logits.detach().to(dtype)
-        labels = labels.detach().long()
-        valid = (labels >= 0)[:, None]
-        pos_rows = ((labels >= 0) & (labels < K)).nonzero().squeeze(1)
-        pos_cols = labels[pos_rows]
-        # every element as a negative (y = 0), then the few positives patched: no one-hot target
-        p = torch.sigmoid(x)
-        g = p.clone()
-        g[pos_rows, pos_cols] = 1.0 - p[pos_rows, pos_cols]
-        dce = p.clone()  # dCE/dx = p - y
-        dce[pos_rows, pos_cols] -= 1.0
-        ce = nn.functional.softplus(x)  # -log(1-p)
-        ce[pos_rows, pos_cols] = nn.functional.softplus(-x[pos_rows, pos_cols])
-
-        idx = (g * bins).floor().long().clamp_(max=bins - 1)
-        idx = torch.where(valid, idx, bins)  # ignored rows go to an overflow bin that is dropped
-        counts = torch.bincount(idx.flatten(), minlength=bins + 1)[:bins].to(acc_sum.dtype)
-        total = counts.sum().clamp(min=1.0)
+    device = logits.device
+    as_normalizer(normalizer, device)  # checked for the common contract, not used (see module doc)
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        x = logits.detach().to(compute_dtype(logits))
+        args = (x, labels.detach().long(), bins)
+        counts = (compiler(ghm_bin_counts, *args) if compiler is not None else ghm_bin_counts(*args))
+        counts = counts.to(acc_sum.dtype)
         nonempty = counts > 0
         if momentum > 0:
             ema = torch.where(acc_sum > 0, momentum * acc_sum + (1.0 - momentum) * counts, counts)
@@ -55,17 +76,9 @@ def ghm_loss(logits: Tensor, labels: Tensor, *, normalizer, acc_sum: Tensor, bin
         else:
             density = counts
         num_bins = nonempty.sum().clamp(min=1)
-        bin_weight = torch.where(nonempty, total / (density.clamp(min=1e-12) * num_bins), 0.0).to(dtype)
-        # per element β_i / N, with the overflow bin weighing 0
-        w = torch.cat([bin_weight, bin_weight.new_zeros(1)])[idx] / total.to(dtype)
-        loss_total = (w * ce).sum()
-        grad = w * dce
-        pos_abs = neg_abs = None
-        if grad_stats is not None:
-            pos_abs, neg_abs = class_grad_sums(grad, pos_rows, pos_cols)
-    if not logits.requires_grad:
-        return loss_total
-    return _AttachGrad.apply(logits, loss_total, grad, pos_abs, neg_abs, grad_stats)
+        bin_weight = torch.where(nonempty, 1.0 / (density.clamp(min=1e-12) * num_bins), 0.0)  # β / N
+    return sigmoid_loss(ghm, logits, labels, norm=torch.ones((), device=device), grad_stats=grad_stats,
+                        params=dict(bin_weight=bin_weight, bins=bins), compiler=compiler)
 
 
 class GHMLoss(SigmoidLoss):
@@ -74,8 +87,8 @@ class GHMLoss(SigmoidLoss):
     name = "ghm"
 
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, bins: int = 10,
-                 momentum: float = 0.75):
-        super().__init__(num_classes, track_grad_stats,
+                 momentum: float = 0.75, compile: bool | None = None):
+        super().__init__(num_classes, track_grad_stats, compile,
                          bins=check_range(self.name, "bins", bins, 1, integer=True),
                          momentum=check_range(self.name, "momentum", momentum, 0, 1))
         if self.params["momentum"] >= 1:
@@ -85,4 +98,4 @@ class GHMLoss(SigmoidLoss):
 
     def _loss(self, logits, labels, *, normalizer, quality):
         return ghm_loss(logits, labels, normalizer=normalizer, acc_sum=self.acc_sum,
-                        grad_stats=self.grad_stats, **self.params)
+                        grad_stats=self.grad_stats, compiler=self.compiler, **self.params)

@@ -5,17 +5,18 @@ Same call convention as the sigmoid family, with ``logits (N, K+1)``; labels 0..
 background, -1 ignored. ``ohem`` and ``sampled`` select anchors per image via ``batch_index (N,)``
 (all rows one image when it is None), vectorised with sorting, no per-image loop. The result is the
 sum over the selected rows divided by ``normalizer``. These losses have no gradient statistics
-(``grad_stats`` is None; ``track_grad_stats`` is accepted and ignored, since G⁺/G⁻ are defined per
-sigmoid logit).
+(``grad_stats`` is None; ``track_grad_stats`` and ``compile`` are accepted and ignored, see
+:class:`~focaldet.losses.base.LossModule`).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from focaldet.losses.checks import check_num_classes, check_range
-from focaldet.losses.engine import as_normalizer, check_inputs, compute_dtype
+from focaldet.losses.base import SoftmaxLoss
+from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.fused import compute_dtype
 
 
 def _cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -85,31 +86,12 @@ def sampled_loss(logits: Tensor, labels: Tensor, *, normalizer, batch_size_per_i
     return ce[keep].sum() / norm
 
 
-class SoftmaxLoss(nn.Module):
-    name = ""
-    family = "softmax"
-    needs_quality = False
-
-    def __init__(self, num_classes: int, track_grad_stats: bool = False, **params):
-        super().__init__()
-        self.num_classes = check_num_classes(self.name, num_classes)
-        self.params = params
-        self.grad_stats = None
-
-    def forward(self, logits: Tensor, labels: Tensor, *, normalizer, quality: Tensor | None = None,
-                batch_index: Tensor | None = None) -> Tensor:
-        check_inputs(self.name, logits, labels, self.num_classes + 1, batch_index=batch_index)
-        return self._loss(logits, labels, normalizer=normalizer, batch_index=batch_index)
-
-    def extra_repr(self) -> str:
-        return ", ".join([f"num_classes={self.num_classes}"] + [f"{k}={v}" for k, v in self.params.items()])
-
-
 class SoftmaxCELoss(SoftmaxLoss):
     name = "softmax_ce"
 
-    def __init__(self, num_classes: int, track_grad_stats: bool = False, *, label_smoothing: float = 0.0):
-        super().__init__(num_classes, track_grad_stats,
+    def __init__(self, num_classes: int, track_grad_stats: bool = False, *, label_smoothing: float = 0.0,
+                 compile: bool | None = None):
+        super().__init__(num_classes, track_grad_stats, compile,
                          label_smoothing=check_range(self.name, "label_smoothing", label_smoothing, 0, 1))
 
     def _loss(self, logits, labels, *, normalizer, batch_index):
@@ -119,8 +101,9 @@ class SoftmaxCELoss(SoftmaxLoss):
 class OHEMLoss(SoftmaxLoss):
     name = "ohem"
 
-    def __init__(self, num_classes: int, track_grad_stats: bool = False, *, neg_pos_ratio: float = 3.0):
-        super().__init__(num_classes, track_grad_stats,
+    def __init__(self, num_classes: int, track_grad_stats: bool = False, *, neg_pos_ratio: float = 3.0,
+                 compile: bool | None = None):
+        super().__init__(num_classes, track_grad_stats, compile,
                          neg_pos_ratio=check_range(self.name, "neg_pos_ratio", neg_pos_ratio, 0))
 
     def _loss(self, logits, labels, *, normalizer, batch_index):
@@ -131,8 +114,8 @@ class SampledLoss(SoftmaxLoss):
     name = "sampled"
 
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, batch_size_per_image: int = 256,
-                 positive_fraction: float = 0.25):
-        super().__init__(num_classes, track_grad_stats,
+                 positive_fraction: float = 0.25, compile: bool | None = None):
+        super().__init__(num_classes, track_grad_stats, compile,
                          batch_size_per_image=check_range(self.name, "batch_size_per_image", batch_size_per_image,
                                                           1, integer=True),
                          positive_fraction=check_range(self.name, "positive_fraction", positive_fraction, 0, 1))

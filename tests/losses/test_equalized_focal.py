@@ -47,8 +47,10 @@ def batches():
         yield x, labels
 
 
-def test_rare_class_gamma_rises_frequent_falls_matching_hand_computation():
-    efl = EqualizedFocalLoss(K)
+@pytest.mark.parametrize("compile", [False, True])
+def test_rare_class_gamma_rises_frequent_falls_matching_hand_computation(compile):
+    efl = EqualizedFocalLoss(K, compile=compile)
+    efl.compiler.min_elements = 1  # these inputs are tiny: compile them anyway
     G_pos = torch.zeros(K, dtype=torch.float64)
     G_neg = torch.zeros(K, dtype=torch.float64)
     gammas = []
@@ -79,6 +81,7 @@ def test_rare_class_gamma_rises_frequent_falls_matching_hand_computation():
     assert (gammas[1:, 2].diff() > 0).all(), gammas  # the rare class is focused harder and harder
     assert (gammas[1:, 0].diff() < 0).all(), gammas  # the frequent class relaxes towards γ_b
     assert gammas[-1, 2] > gammas[-1, 1] > gammas[-1, 0]
+    assert not efl.compiler.failed
 
 
 def test_state_dict_round_trip_restores_statistics():

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -30,12 +31,15 @@ def ref_ghm_step(x, labels, acc, bins, momentum):
     return (beta * ce).sum() / n
 
 
-def test_ghm_matches_reference_over_iterations():
+@pytest.mark.parametrize("compile", [False, True])
+def test_ghm_matches_reference_over_iterations(compile):
     K, bins, momentum = 4, 10, 0.75
-    loss = build_loss("ghm", num_classes=K)
+    loss = build_loss("ghm", num_classes=K, compile=compile, track_grad_stats=True)
+    loss.compiler.min_elements = 1  # these inputs are tiny: compile them anyway
     assert loss.params == {"bins": 10, "momentum": 0.75}
     acc = [0.0] * bins
     g = torch.Generator().manual_seed(3)
+    pos_before = torch.zeros(K, dtype=torch.float64)
     for it in range(3):
         x = torch.randn(50, K, generator=g, dtype=torch.float64) * 3
         x[0] = 100.0
@@ -50,6 +54,11 @@ def test_ghm_matches_reference_over_iterations():
         torch.testing.assert_close(out.double(), ref.detach(), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(xo.grad.double(), xr.grad, rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(loss.acc_sum.double(), torch.tensor(acc, dtype=torch.float64), rtol=1e-6, atol=0)
-    restored = build_loss("ghm", num_classes=K)
+        y = R.one_hot(labels, K)
+        torch.testing.assert_close(loss.grad_stats.pos_grad.double() - pos_before,
+                                   (xr.grad.abs() * y).sum(0), rtol=1e-4, atol=1e-7)
+        pos_before = loss.grad_stats.pos_grad.double().clone()
+    assert not loss.compiler.failed
+    restored = build_loss("ghm", num_classes=K, track_grad_stats=True)
     restored.load_state_dict(loss.state_dict())
     assert torch.equal(restored.acc_sum, loss.acc_sum)

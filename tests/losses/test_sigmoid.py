@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from focaldet.losses import (GradStats, balanced_bce_loss, bce_loss, build_loss, focal_loss, focal_star_loss,
+from focaldet.losses import (Compiler, GradStats, balanced_bce_loss, bce_loss, build_loss, focal_loss, focal_star_loss,
                              modified_focal_loss, poly_focal_loss, quality_focal_loss, varifocal_loss)
 from tests.losses import reference as R
 
@@ -53,11 +53,11 @@ def reference(name, x64, labels, quality, normalizer):
     return total.detach(), x.grad
 
 
-def ours(name, x, labels, quality, normalizer, grad_stats=None):
+def ours(name, x, labels, quality, normalizer, grad_stats=None, compiler=None):
     fn, _, params, needs_q = CASES[name]
     x = x.detach().clone().requires_grad_()
     kw = {"quality": quality.to(torch.float64 if x.dtype == torch.float64 else torch.float32)} if needs_q else {}
-    out = fn(x, labels, normalizer=normalizer, grad_stats=grad_stats, **kw, **params)
+    out = fn(x, labels, normalizer=normalizer, grad_stats=grad_stats, compiler=compiler, **kw, **params)
     out.backward()
     return out, x.grad
 
@@ -204,19 +204,46 @@ def test_grad_stats_match_reference_gradient(name):
     torch.testing.assert_close(stats.pos_grad, 2 * before)
 
 
-@pytest.mark.parametrize("name", ["focal", "modified_focal_capped", "varifocal"])
-def test_compiled_kernels_match_reference(name, monkeypatch):
-    monkeypatch.setenv("FOCALDET_COMPILE", "1")
-    monkeypatch.setenv("FOCALDET_COMPILE_MIN_ELEMENTS", "1")
-    from focaldet.losses import engine
+@pytest.mark.parametrize("name", ["focal", "modified_focal_capped", "varifocal", "poly_focal_neg_eps"])
+def test_compiled_pass_matches_reference(name):
+    compiler = Compiler(enabled=True, min_elements=1)
     stats = GradStats(K)
+    y_sum = torch.zeros(K, dtype=torch.float64)
+    ref_pos = torch.zeros(K, dtype=torch.float64)
     for n in (48, 75):  # a second anchor count must not need another compile to be right
         x64, labels, q = make_batch(n=n, seed=n)
         ref_val, ref_grad = reference(name, x64, labels, q, 7.0)
-        val, grad = ours(name, x64.float(), labels, q, 7.0, grad_stats=stats)
+        val, grad = ours(name, x64.float(), labels, q, 7.0, grad_stats=stats, compiler=compiler)
         torch.testing.assert_close(val.double(), ref_val, rtol=2e-5, atol=1e-5)
         torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
-    assert not engine._compile_failed
+        y = R.one_hot(labels, K)
+        ref_pos += (ref_grad.abs() * y).sum(0)
+        y_sum += (ref_grad.abs() * (1 - y) * (labels >= 0)[:, None]).sum(0)
+    torch.testing.assert_close(stats.pos_grad.double(), ref_pos, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(stats.neg_grad.double(), y_sum, rtol=1e-4, atol=1e-6)
+    assert not compiler.failed
+
+
+@pytest.mark.parametrize("name", ["balanced_bce", "focal_g05", "modified_focal_capped", "focal_star", "poly_focal",
+                                  "varifocal"])
+def test_float64_logits_keep_alpha_in_float64(name):
+    """α = 0.4 rounded to float32 is off by 1.5e-8 (0.6 by 4e-8) relative: a float64 result must
+    agree with the float64 reference far below that."""
+    fn, _, params, needs_q = CASES[name]
+    params = {**params, "alpha": 0.4}
+    x64, labels, q = make_batch(scale=3.0, extremes=False)
+    x = x64.clone().requires_grad_()
+    y = R.one_hot(labels, K)
+    ref = CASES[name][1]
+    elem = ref(x, y, q, **params) if needs_q else ref(x, y, **params)
+    ref_val = R.ref_total(elem, labels, 7.0)
+    ref_val.backward()
+    xo = x64.clone().requires_grad_()
+    out = fn(xo, labels, normalizer=7.0, **({"quality": q} if needs_q else {}), **params)
+    out.backward()
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ref_val.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(xo.grad, x.grad, rtol=1e-11, atol=1e-300)
 
 
 def test_module_form_matches_functional():
@@ -235,24 +262,47 @@ def test_module_form_matches_functional():
 
 def test_compile_failure_falls_back_to_eager_once_with_a_warning(monkeypatch):
     """Simulates a machine without a working compiler (this one has g++): the first failing compile
-    warns once, every later call runs the eager kernels, and the results stay right."""
-    from focaldet.losses import engine
-
+    warns once, every later call runs eagerly, and the results stay right."""
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setenv("FOCALDET_COMPILE", "1")
-    monkeypatch.setenv("FOCALDET_COMPILE_MIN_ELEMENTS", "1")
-    monkeypatch.setattr(engine, "_compile_failed", False)
-    monkeypatch.setitem(engine._compiled, "focal", broken)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: broken)
+    loss = build_loss("focal", num_classes=K, compile=True)
+    loss.compiler.min_elements = 1
     x64, labels, _ = make_batch()
     ref_val, ref_grad = reference("focal", x64, labels, None, 7.0)
+    x = x64.float().requires_grad_()
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
-        val, grad = ours("focal", x64.float(), labels, None, 7.0)
+        val = loss(x, labels, normalizer=7.0)
+    val.backward()
     torch.testing.assert_close(val.double(), ref_val, rtol=2e-5, atol=1e-5)
-    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(x.grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ours("focal", x64.float(), labels, None, 7.0)
-    assert engine._compile_failed
+        loss(x64.float(), labels, normalizer=7.0)
+    assert loss.compiler.failed
+
+
+def test_compile_switch_is_explicit_and_read_once(monkeypatch):
+    monkeypatch.setenv("FOCALDET_COMPILE", "0")
+    assert not build_loss("focal", num_classes=K).compiler.enabled
+    assert build_loss("focal", num_classes=K, compile=True).compiler.enabled
+    monkeypatch.setenv("FOCALDET_COMPILE", "1")
+    loss = build_loss("focal", num_classes=K)
+    monkeypatch.setenv("FOCALDET_COMPILE", "0")  # later changes do not reach a built loss
+    assert loss.compiler.enabled and not build_loss("ghm", num_classes=K, compile=False).compiler.enabled
+
+
+def test_backward_twice_with_retain_graph_and_scaled_grad_output():
+    """The gradient handed out for grad_output = 1 is the loss's own buffer: a retained graph must
+    still give the reference gradient on a second backward, and a scaled one its multiple."""
+    x64, labels, _ = make_batch(extremes=False)
+    _, ref_grad = reference("focal", x64, labels, None, 7.0)
+    x = x64.float().requires_grad_()
+    out = focal_loss(x, labels, normalizer=7.0)
+    out.backward(retain_graph=True)
+    out.backward(retain_graph=True)
+    torch.testing.assert_close(x.grad.double(), 2 * ref_grad, rtol=1e-4, atol=1e-6)
+    (3.0 * out).backward()
+    torch.testing.assert_close(x.grad.double(), 5 * ref_grad, rtol=1e-4, atol=1e-6)
