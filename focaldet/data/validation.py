@@ -8,7 +8,8 @@ errors (:class:`DataError`)
     ``categories`` missing or not lists; a record that is not an object; a field of the wrong type;
     duplicate image, annotation or category ids; an annotation whose ``image_id`` or
     ``category_id`` is unknown; no images or no categories; a ``file_name`` that is absolute or
-    resolves (symlinks followed) outside the image root; image files that do not exist.
+    resolves (symlinks followed) outside the image root; image files that do not exist; a
+    category id beyond 2^53; more than ``MAX_BOXES_PER_IMAGE`` boxes in one image.
 counted recoveries (``report``)
     boxes partly outside the image are clipped to it; degenerate boxes (width or height <= 0,
     NaN/inf) and boxes entirely outside the image are dropped. With ``strict=True`` a dropped box
@@ -18,7 +19,6 @@ counted recoveries (``report``)
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,10 +30,11 @@ import numpy as np
 
 from focaldet.errors import DataError
 
-log = logging.getLogger("focaldet.data")
-
 _MISSING = object()
 _MAX_EXAMPLES = 10  # example messages kept per kind of recovery
+# Boxes (crowd included) of one image. COCO's most crowded image has ~90, LVIS's a few hundred;
+# 10^5 would make the batched anchor matching ask for tens of GB.
+MAX_BOXES_PER_IMAGE = 2000
 
 
 @dataclass
@@ -131,6 +132,11 @@ def load_coco_annotations(ann_file: Union[str, os.PathLike], image_root: Union[s
             raise DataError(f"{f}: {_rec('categories', i, cats[i])}: field 'frequency' must be 'r', 'c' "
                             f"or 'f', got {v!r}")
     _no_duplicates(f, "categories", cat_id_arr)
+    too_big = np.flatnonzero(np.abs(cat_id_arr) >= 2**53)
+    if too_big.size:
+        i = int(too_big[0])
+        raise DataError(f"{f}: {_rec('categories', i, cats[i])}: field 'id' = {cats[i]['id']} is beyond 2^53 "
+                        "(COCO evaluators hold category ids as doubles)")
     order = np.argsort(cat_id_arr, kind="stable")
     categories = [dict(cats[i]) for i in order]
     sorted_cat_ids = cat_id_arr[order]
@@ -220,6 +226,12 @@ def load_coco_annotations(ann_file: Union[str, os.PathLike], image_root: Union[s
     report.num_crowd = int(len(crowd_idx))
     report.num_negative_images = int((per_image == 0).sum())
     report.max_boxes_per_image = int(per_image.max()) if n else 0
+    crowd_per_image = np.diff(crowd_offsets)
+    worst = int(np.argmax(per_image + crowd_per_image)) if n else 0
+    if n and per_image[worst] + crowd_per_image[worst] > MAX_BOXES_PER_IMAGE:
+        raise DataError(f"{f}: {_rec('images', worst, images[worst])}: {int(per_image[worst] + crowd_per_image[worst])} "
+                        f"boxes in one image; at most {MAX_BOXES_PER_IMAGE} are supported (anchor matching "
+                        "holds a boxes x anchors matrix per image)")
 
     return CocoAnnotations(
         ann_file=ann_file, image_root=image_root, images=image_records, image_ids=image_id_arr,
