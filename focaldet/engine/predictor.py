@@ -90,10 +90,27 @@ def check_outputs_spare_inputs(out_dir: Path, inputs: Iterable[Union[str, Path]]
             raise PredictError(f"--out {out_dir}: is the input folder {item}; the drawings would replace "
                                f"your photos", hint="choose another --out folder")
     sources = {p.resolve() for p in images}
+    ours = previous_outputs(out_dir)
     for t in targets:
         if t in sources:
             raise PredictError(f"--out {out_dir}: writing {t.name} there would replace the input {t}",
                                hint="choose another --out folder")
+        if os.path.lexists(t) and t.name not in ours:
+            raise PredictError(f"--out {out_dir}: {t.name} exists and was not written by focaldet predict",
+                               hint="choose another (or an empty) --out folder")
+
+
+def previous_outputs(out_dir: Path) -> set[str]:
+    """Names of the files an earlier ``predict`` wrote into ``out_dir`` (from its images.json);
+    a re-run may replace those and no others."""
+    import json
+
+    try:
+        index = json.loads((out_dir / "images.json").read_text())
+        names = {r["output"] for r in index["images"] if isinstance(r.get("output"), str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+    return names | {"images.json", "results.json"}
 
 
 @torch.no_grad()

@@ -58,7 +58,8 @@ class TrainState:
     nonfinite_skips: int = 0
     last_good: Optional[str] = None  # newest checkpoint whose weights are finite
     resumed_from: Optional[str] = None
-    stats: dict = field(default_factory=dict)  # metrics of the latest evaluation
+    stats: dict = field(default_factory=dict)  # metrics of the latest evaluation (rank 0)
+    evaluated_at: int = -1  # iteration of the latest evaluation (every rank)
     diverged: Optional[tuple[int, str]] = None  # (iteration, message)
 
 
@@ -477,6 +478,7 @@ def evaluate(run: Run, state: TrainState, ckpt_path: Path, *, final: bool) -> No
                         train_image_counts=run.train_set.class_image_counts, num_train_images=len(run.train_set))
     run.model.train()
     state.stats = ev.stats if ev is not None else {}
+    state.evaluated_at = it
     ap = dist.broadcast_object(float(state.stats.get("AP", float("nan"))) if run.main else None)
     run.logger.log_eval(it, run.epoch_number(it), state.stats)
     if math.isfinite(ap) and ap > state.best_ap:
@@ -492,7 +494,7 @@ def evaluate(run: Run, state: TrainState, ckpt_path: Path, *, final: bool) -> No
 # --------------------------------------------------------------------------------------------
 def finish(run: Run, state: TrainState, t_start: float, raise_on_diverge: bool) -> dict:
     """Write ``result.json`` (rank 0) and return it; raise on divergence when asked to."""
-    if state.diverged is None and state.iteration >= run.total_iters and not state.stats:
+    if state.diverged is None and state.iteration >= run.total_iters and state.evaluated_at != state.iteration:
         # Resumed from the final checkpoint of a run whose final evaluation did not complete.
         evaluate(run, state, run.ckpts.dir / f"iter_{state.iteration:07d}.pt", final=True)
     result = {"status": "finished", "run_dir": str(run.run_dir), "iterations": state.iteration,
