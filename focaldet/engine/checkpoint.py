@@ -197,6 +197,8 @@ def config_changes(old: dict, new: dict) -> tuple[list[tuple[str, Any, Any]], li
     allowed, refused = [], []
     for section in sorted(set(old) | set(new)):
         o, n = old.get(section) or {}, new.get(section) or {}
+        if section == "loss":  # a parameter left out means its default: compare what the loss used
+            o, n = _with_loss_defaults(o), _with_loss_defaults(n)
         for key in sorted(set(o) | set(n)):
             if key not in o or o.get(key) == n.get(key):
                 continue
@@ -206,6 +208,14 @@ def config_changes(old: dict, new: dict) -> tuple[list[tuple[str, Any, Any]], li
                 ok = False
             (allowed if ok else refused).append(change)
     return allowed, refused
+
+
+def _with_loss_defaults(loss: dict) -> dict:
+    from focaldet.losses import LOSSES, loss_parameters
+
+    name = loss.get("name")
+    defaults = loss_parameters(name) if name in LOSSES else {}
+    return {**defaults, **loss}
 
 
 def all_finite(state: dict) -> bool:
