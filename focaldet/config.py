@@ -287,6 +287,8 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Optional[
             raise ConfigError(f"{source}: YAML nested too deeply") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"{source}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        except ValueError as e:  # e.g. an integer of more than 4,300 digits
+            raise ConfigError(f"{source}: a value cannot be read ({str(e)[:80]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     file_loss = raw.get("loss") if isinstance(raw.get("loss"), dict) else {}
@@ -339,6 +341,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         parsed = value
     except RecursionError:
         raise ConfigError(f"override {_name(key)}: value nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(f"override {_name(key)}: value cannot be read ({str(e)[:80]})") from None
     return key, parsed
 
 
