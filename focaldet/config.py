@@ -180,7 +180,7 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [8, 11])  # epochs (or iters if max_iters)
     lr_gamma: float = 0.1
     grad_clip: Optional[float] = None  # max L2 norm of all gradients
-    amp: str = "none"  # none | fp16 | bf16 (CUDA; CPU ignores fp16)
+    amp: str = "none"  # none | fp16 (CUDA) | bf16 (CUDA and CPU); see engine/amp.py
     eval_interval: int = 1  # epochs (or iters if max_iters) between evaluations; 0 = only at the end
     ckpt_interval: int = 1  # epochs (or iters if max_iters) between checkpoints
     keep_last: int = 3

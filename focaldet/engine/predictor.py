@@ -128,18 +128,12 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     ``out_dir`` must not be an input folder, and no output may replace an input.
     Returns ``{"images", "detections", "skipped", "results"}``.
     """
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as TF
-    from torchvision.utils import draw_bounding_boxes
-    from PIL import Image
-
-    from focaldet.data.collate import collate
     from focaldet.data.images import read_image
     from focaldet.data.transforms import build_transforms
-    from focaldet.engine.amp import amp_settings, autocast
+    from focaldet.engine.amp import amp_settings
     from focaldet.engine.evaluator import load_for_inference
-    from focaldet.utils.dist import setup
     from focaldet.evaluation import outputs_to_coco_results
+    from focaldet.utils.dist import setup
 
     out_dir = Path(out_dir)
     inputs = list(inputs)
@@ -149,12 +143,14 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
         raise PredictError(f"--out {out_dir}: exists and is not a folder", hint="give a folder path for --out")
     images, skipped = collect_inputs(inputs)
     if skipped:
-        warnings.warn(f"skipped {skipped} non-image entr{'y' if skipped == 1 else 'ies'} in the input folder(s)", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"skipped {skipped} non-image entr{'y' if skipped == 1 else 'ies'} in the input folder(s)",
+                      RuntimeWarning, stacklevel=2)
     dev = setup(device)
     model, cfg, ckpt = load_for_inference(None, weights, dev)
     if test_size is not None:
         cfg.data.test_size = int(test_size)
-    class_names, cat_ids = list(ckpt["class_names"]), [int(c) for c in ckpt.get("cat_ids") or range(len(ckpt["class_names"]))]
+    class_names = list(ckpt["class_names"])
+    cat_ids = [int(c) for c in ckpt.get("cat_ids") or range(len(class_names))]
     transform = build_transforms(cfg.data, train=False)
     amp_dtype, _ = amp_settings(cfg.train.amp, dev)
     names = _unique_names(images)
@@ -168,29 +164,13 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     for image_id, (path, name) in enumerate(zip(images, names), start=1):
         image = read_image(path)
         h, w = image.shape[-2:]
-        target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-                  "crowd_boxes": torch.zeros(0, 4), "image_id": image_id, "orig_size": (h, w),
-                  "size": (h, w), "scale": 1.0}
-        resized, target = transform(image, target, np.random.default_rng(0))  # eval transforms draw nothing random
-        batch = collate([(resized, target)], size_divisibility=cfg.data.size_divisibility).to(dev)
-        with autocast(amp_dtype, dev):
-            out = model(batch.images, batch.image_sizes)
-        out = [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in out]
-        res = outputs_to_coco_results(out, batch.image_ids, batch.scales, cat_ids)
-        all_results.extend(res)
+        out, batch = _detect(model, image, image_id, transform, cfg.data.size_divisibility, dev, amp_dtype)
+        all_results.extend(outputs_to_coco_results([out], batch.image_ids, batch.scales, cat_ids))
         record = {"id": image_id, "file_name": str(path), "width": int(w), "height": int(h), "output": None}
         if draw:
-            keep = out[0]["scores"] >= score_thresh
-            boxes = out[0]["boxes"][keep] / batch.scales[0]
-            labels = [f"{class_names[int(l)]} {float(s):.2f}" for l, s in
-                      zip(out[0]["labels"][keep], out[0]["scores"][keep])]
-            with warnings.catch_warnings():  # torchvision warns about the default font, once per call
-                warnings.simplefilter("ignore", UserWarning)
-                drawn = draw_bounding_boxes(image, boxes, labels=labels, colors="red",
-                                            width=max(2, min(h, w) // 200))
-            pil = Image.fromarray(drawn.permute(1, 2, 0).numpy())
+            boxes = out["boxes"] / batch.scales[0]
             try:
-                atomic_write(targets[name], lambda fh: pil.save(fh, format="JPEG", quality=92))
+                _draw(image, boxes, out, class_names, score_thresh, targets[name])
                 record["output"] = targets[name].name
             except (OSError, ValueError) as e:  # JPEG cannot hold sides beyond 65,500 px
                 warnings.warn(f"{path}: drawing not written ({str(e)[:120]}); its detections are in "
@@ -201,3 +181,37 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     atomic_write_json(images_path, {"images": records, "categories": cats})
     return {"images": len(images), "detections": len(all_results), "skipped": skipped,
             "results": str(results_path), "images_json": str(images_path), "out_dir": str(out_dir)}
+
+
+def _detect(model, image: torch.Tensor, image_id: int, transform, size_divisibility: int, dev, amp_dtype):
+    """Detections of one ``(3, H, W)`` uint8 image: (``{boxes (n, 4) in resized pixels, scores,
+    labels}`` on the CPU in float32, the one-image batch)."""
+    from focaldet.data.collate import collate
+    from focaldet.engine.amp import autocast
+
+    h, w = image.shape[-2:]
+    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+              "crowd_boxes": torch.zeros(0, 4), "image_id": image_id, "orig_size": (h, w),
+              "size": (h, w), "scale": 1.0}
+    resized, target = transform(image, target, np.random.default_rng(0))  # eval transforms draw nothing random
+    batch = collate([(resized, target)], size_divisibility=size_divisibility).to(dev)
+    with autocast(amp_dtype, dev):
+        out = model(batch.images, batch.image_sizes)[0]
+    return {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in out.items()}, batch
+
+
+def _draw(image: torch.Tensor, boxes: torch.Tensor, out: dict, class_names: list, score_thresh: float,
+          target: Path) -> None:
+    """Write ``image`` with the boxes (original pixels) scoring at least ``score_thresh`` to the
+    JPEG ``target``; raises OSError / ValueError when the JPEG cannot be written."""
+    from PIL import Image
+    from torchvision.utils import draw_bounding_boxes
+
+    keep = out["scores"] >= score_thresh
+    labels = [f"{class_names[int(label)]} {float(s):.2f}" for label, s in zip(out["labels"][keep], out["scores"][keep])]
+    h, w = image.shape[-2:]
+    with warnings.catch_warnings():  # torchvision warns about the default font, once per call
+        warnings.simplefilter("ignore", UserWarning)
+        drawn = draw_bounding_boxes(image, boxes[keep], labels=labels, colors="red", width=max(2, min(h, w) // 200))
+    pil = Image.fromarray(drawn.permute(1, 2, 0).numpy())
+    atomic_write(target, lambda fh: pil.save(fh, format="JPEG", quality=92))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from focaldet.cli.main import main
 from focaldet.config import load_config
@@ -21,6 +20,7 @@ from focaldet.engine.trainer import train
 from focaldet.errors import CheckpointError, DataError
 
 from .test_corpus import _one_line_error, good_checkpoint  # noqa: F401 — fixture
+from .test_documented_commands import free_port
 
 HERE = Path(__file__).parent
 
@@ -37,7 +37,7 @@ def test_a_data_error_on_one_rank_ends_the_whole_job(write_tiny_config, tmp_path
     cfg = write_tiny_config(work_dir=tmp_path / "run", train={"max_iters": 6, "ckpt_interval": 6})
     env = dict(os.environ, OMP_NUM_THREADS="1", FOCALDET_COMPILE="0")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-                           str(29000 + os.getpid() % 1000), str(HERE / "_rank_failure_driver.py"), mode, str(cfg)],
+                           str(free_port()), str(HERE / "_rank_failure_driver.py"), mode, str(cfg)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if "focaldet train: error:" in ln]
