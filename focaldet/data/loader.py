@@ -13,6 +13,7 @@ from focaldet.data.coco import CocoDetection
 from focaldet.data.collate import collate
 from focaldet.data.sampler import InferenceSampler, SeededBatchSampler, TrainSampler
 from focaldet.data.transforms import build_transforms
+from focaldet.data.validation import check_boxes_per_image
 from focaldet.errors import DataError, FocaldetError
 
 
@@ -70,7 +71,10 @@ def build_dataset(cfg, train: bool) -> CocoDetection:
     root = Path(cfg.root)
     ann_path = Path(ann) if Path(ann).is_absolute() else root / ann
     img_path = Path(images) if Path(images).is_absolute() else root / images
-    return CocoDetection(ann_path, img_path, build_transforms(cfg, train=train), strict=cfg.strict)
+    dataset = CocoDetection(ann_path, img_path, build_transforms(cfg, train=train), strict=cfg.strict)
+    if train:
+        check_boxes_per_image(dataset.ann_file, dataset.image_ids, dataset.boxes_per_image())
+    return dataset
 
 
 class DetectionLoader(DataLoader):

@@ -124,24 +124,33 @@ def test_a_failing_final_evaluation_keeps_the_final_checkpoint_and_resume_finish
 # ------------------------------------------------------------------------------------------
 # 6. memory: one bad input must not ask for gigabytes
 # ------------------------------------------------------------------------------------------
-def test_an_image_with_100000_boxes_is_refused_naming_it(tmp_path):
+def test_an_image_with_100000_boxes_is_refused_for_training_naming_it(tmp_path):
+    """Loading and evaluating such a file is fine (tests/data/test_bad_inputs.py loads 50,000
+    boxes); training on it would make the anchor matching ask for tens of GB."""
     from PIL import Image
 
-    from focaldet.data.validation import MAX_BOXES_PER_IMAGE, load_coco_annotations
+    from focaldet.config import DataConfig
+    from focaldet.data.loader import build_dataset
+    from focaldet.data.validation import MAX_BOXES_PER_IMAGE
 
     (tmp_path / "img").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "img" / "a.jpg")
+    Image.new("RGB", (64, 64)).save(tmp_path / "img" / "b.jpg")
     n = 100_000
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 50, (n, 2)).round(2).tolist()
-    data = {"images": [{"id": 5, "file_name": "a.jpg", "width": 64, "height": 64}],
+    data = {"images": [{"id": 4, "file_name": "b.jpg", "width": 64, "height": 64},
+                       {"id": 5, "file_name": "a.jpg", "width": 64, "height": 64}],
             "annotations": [{"id": i, "image_id": 5, "category_id": 1, "bbox": [x, y, 4, 4]}
                             for i, (x, y) in enumerate(xy)],
             "categories": [{"id": 1, "name": "dot"}]}
     (tmp_path / "a.json").write_text(json.dumps(data))
-    with pytest.raises(DataError, match=rf"images\[0\] \(id 5\): 100000 boxes in one image; at most "
-                                        rf"{MAX_BOXES_PER_IMAGE}"):
-        load_coco_annotations(tmp_path / "a.json", tmp_path / "img")
+    cfg = DataConfig(train_ann=str(tmp_path / "a.json"), train_images=str(tmp_path / "img"),
+                     val_ann=str(tmp_path / "a.json"), val_images=str(tmp_path / "img"))
+    assert len(build_dataset(cfg, train=False)) == 2  # evaluating on it is fine
+    with pytest.raises(DataError, match=rf"images\[1\] \(id 5\): 100000 boxes in one image; training supports "
+                                        rf"at most {MAX_BOXES_PER_IMAGE}"):
+        build_dataset(cfg, train=True)
 
 
 def test_a_checkpoint_declaring_far_more_bytes_than_it_holds_is_refused_before_inflating(tmp_path):
