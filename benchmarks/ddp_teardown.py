@@ -6,7 +6,7 @@ exception") although all its work is done. This script launches 2 ranks
 and counts runs in which a rank exits non-zero:
 
 - ``plain``:  ``destroy_process_group()`` and a normal interpreter exit (what most scripts do);
-- ``engine``: :func:`focaldet.engine.distributed.teardown` — barrier, destroy, flush, ``os._exit``.
+- ``engine``: :func:`focaldet.utils.dist.teardown` — barrier, destroy, flush, ``os._exit``.
 
 Each worker does what a focaldet training rank does with the process group: a DDP model, a few
 optimizer steps with all-reduced gradients, an ``all_gather_object`` like the evaluator's, then
@@ -27,7 +27,7 @@ def worker(mode: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from focaldet.engine import distributed
+    from focaldet.utils import dist as distributed
 
     torch.set_num_threads(1)
     distributed.setup("cpu")

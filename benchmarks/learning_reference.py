@@ -31,9 +31,8 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from focaldet.config import load_config
-from focaldet.data.loader import build_dataset, build_train_loader, build_val_loader
+from focaldet.data.loader import build_dataset, build_train_loader, build_val_loader, resolve_data
 from focaldet.engine.lr_schedule import WarmupMultiStepLR
-from focaldet.engine.trainer import resolve_data
 from focaldet.evaluation import evaluate_detections, outputs_to_coco_results
 
 

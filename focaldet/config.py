@@ -1,18 +1,24 @@
 """Typed configuration: small YAML files mapped onto dataclasses.
 
-A config file has up to six sections: ``model``, ``loss``, ``data``, ``train``, ``runtime`` and
-``experiment``. Every key is checked on load: an unknown key, a wrong type or an out-of-range
-value raises :class:`ConfigError` naming the file and the dotted key. Command-line overrides use
+A config file has up to five sections: ``model``, ``loss``, ``data``, ``train`` and ``runtime``.
+Every key is checked on load: an unknown key, a wrong type, a number that is not finite (NaN,
+inf) or an out-of-range value raises :class:`ConfigError` naming the file and the dotted key; the
+offending value is shown shortened, whatever its size. Command-line overrides use
 the same dotted names (``loss.gamma=1 train.epochs=6``); their values are parsed as YAML scalars.
 
 The ``loss`` section is special: besides ``name`` it holds the keyword parameters of that loss
 (``loss: {name: focal, gamma: 2, alpha: 0.25}``). They are validated against the loss's own
-signature by :func:`focaldet.losses.build_loss` when the loss is built.
+signature by :func:`focaldet.losses.build_loss` when the loss is built. Choosing another loss on
+the command line (``loss.name=equalized_focal``) drops the file's parameters that the new loss
+does not take, with a one-line notice; ``loss.KEY=null`` removes a parameter (its default applies).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import reprlib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -83,16 +89,17 @@ class ModelConfig:
             raise ConfigError(f"{where}.anchor_sizes: need 5 base sizes (P3..P7), got {len(self.anchor_sizes)}")
         for name in ("anchor_sizes", "anchor_scales", "aspect_ratios"):
             for v in getattr(self, name) or []:
-                _range(where, f"{name}[]", v, 0.0, None, open_lo=True)
+                _range(where, f"{name}[]", v, 0.0, MAX_PIXELS_PER_SIDE, open_lo=True)
         _range(where, "smooth_l1_beta", self.smooth_l1_beta, 0.0, None)
         _range(where, "box_loss_weight", self.box_loss_weight, 0.0, None)
         _range(where, "normalizer_momentum", self.normalizer_momentum, 0.0, 1.0)
         _range(where, "bbox_clamp", self.bbox_clamp, 0.0, None, open_lo=True)
         _range(where, "score_thresh", self.score_thresh, 0.0, 1.0)
-        for name in ("head_depth",):
-            _range(where, name, getattr(self, name), 0, None)
-        for name in ("fpn_channels", "head_width", "topk_candidates", "detections_per_img"):
-            _range(where, name, getattr(self, name), 1, None)
+        _range(where, "head_depth", self.head_depth, 0, 64)
+        for name in ("fpn_channels", "head_width"):
+            _range(where, name, getattr(self, name), 1, 4096)
+        _range(where, "topk_candidates", self.topk_candidates, 1, 10**6)
+        _range(where, "detections_per_img", self.detections_per_img, 1, 10**5)
         _range(where, "frozen_stages", self.frozen_stages, 0, 5)
 
 
@@ -137,18 +144,27 @@ class DataConfig:
         if self.benchmark is not None:
             _choice(where, "benchmark", self.benchmark, ("lt-stamps", "lt-digits", "auto"))
         _choice(where, "gen_classes", self.gen_classes, ("category", "instance"))
-        _range(where, "batch_size", self.batch_size, 1, None)
-        _range(where, "num_workers", self.num_workers, 0, None)
+        # Upper bounds keep one typo from asking for hundreds of GB (a padded batch is
+        # batch x 3 x max_size² bytes, rounded up to size_divisibility).
+        _range(where, "batch_size", self.batch_size, 1, 4096)
+        _range(where, "num_workers", self.num_workers, 0, 256)
         _range(where, "flip_prob", self.flip_prob, 0.0, 1.0)
-        _range(where, "max_size", self.max_size, 1, None)
-        _range(where, "test_size", self.test_size, 1, None)
-        _range(where, "size_divisibility", self.size_divisibility, 1, None)
+        _range(where, "max_size", self.max_size, 1, MAX_PIXELS_PER_SIDE)
+        _range(where, "test_size", self.test_size, 1, MAX_PIXELS_PER_SIDE)
+        _range(where, "size_divisibility", self.size_divisibility, 1, 1024)
+        for name in ("gen_train", "gen_val"):
+            _range(where, name, getattr(self, name), 1, 10**6)
+        _range(where, "gen_size", self.gen_size, 1, MAX_PIXELS_PER_SIDE)
+        _range(where, "gen_seed", self.gen_seed, 0, MAX_SEED)
+        for name in ("rare_max", "common_max"):
+            if getattr(self, name) is not None:
+                _range(where, name, getattr(self, name), 0, None)
         if not isinstance(self.strict, bool):
             raise ConfigError(f"{where}.strict: expected true/false, got {self.strict!r}")
         if not self.train_sizes:
             raise ConfigError(f"{where}: data.train_sizes must not be empty")
         for s in self.train_sizes:
-            _range(where, "train_sizes[]", s, 1, None)
+            _range(where, "train_sizes[]", s, 1, MAX_PIXELS_PER_SIDE)
 
 
 @dataclass
@@ -167,7 +183,7 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [8, 11])  # epochs (or iters if max_iters)
     lr_gamma: float = 0.1
     grad_clip: Optional[float] = None  # max L2 norm of all gradients
-    amp: str = "none"  # none | fp16 | bf16 (CUDA; CPU ignores fp16)
+    amp: str = "none"  # none | fp16 (CUDA) | bf16 (CUDA and CPU); see engine/amp.py
     eval_interval: int = 1  # epochs (or iters if max_iters) between evaluations; 0 = only at the end
     ckpt_interval: int = 1  # epochs (or iters if max_iters) between checkpoints
     keep_last: int = 3
@@ -175,17 +191,19 @@ class TrainConfig:
     max_nonfinite_skips: int = 10
 
     def validate(self, where: str) -> None:
-        _range(where, "epochs", self.epochs, 1, None)
+        _range(where, "epochs", self.epochs, 1, 10**6)
         if self.max_iters is not None:
-            _range(where, "max_iters", self.max_iters, 1, None)
+            _range(where, "max_iters", self.max_iters, 1, 10**9)
         _range(where, "base_lr", self.base_lr, 0.0, None, open_lo=True)
-        _range(where, "base_batch", self.base_batch, 1, None)
+        _range(where, "base_batch", self.base_batch, 1, 10**6)
         _choice(where, "optimizer", self.optimizer, ("sgd", "adamw"))
         _range(where, "momentum", self.momentum, 0.0, 1.0)
         _range(where, "weight_decay", self.weight_decay, 0.0, None)
         _range(where, "warmup_iters", self.warmup_iters, 0, None)
         _range(where, "warmup_factor", self.warmup_factor, 0.0, 1.0)
         _range(where, "lr_gamma", self.lr_gamma, 0.0, 1.0, open_lo=True)
+        for m in self.milestones:
+            _range(where, "milestones[]", m, 0.0, None)
         if self.grad_clip is not None:
             _range(where, "grad_clip", self.grad_clip, 0.0, None, open_lo=True)
         _choice(where, "amp", self.amp, ("none", "fp16", "bf16"))
@@ -193,6 +211,7 @@ class TrainConfig:
         _range(where, "eval_interval", self.eval_interval, 0, None)
         _range(where, "ckpt_interval", self.ckpt_interval, 1, None)
         _range(where, "keep_last", self.keep_last, 1, None)
+        _range(where, "max_nonfinite_skips", self.max_nonfinite_skips, 0, None)
 
 
 @dataclass
@@ -206,9 +225,13 @@ class RuntimeConfig:
     resume: str = "none"  # none | auto | path to a checkpoint
 
     def validate(self, where: str) -> None:
+        _range(where, "seed", self.seed, 0, MAX_SEED)
         _range(where, "log_interval", self.log_interval, 1, None)
         if self.threads is not None:
-            _range(where, "threads", self.threads, 1, None)
+            _range(where, "threads", self.threads, 1, 1024)
+        _device(where, self.device)
+        if not self.work_dir:
+            raise ConfigError(f"{where}.work_dir: must not be empty")
 
 
 @dataclass
@@ -223,6 +246,7 @@ class Config:
     def validate(self) -> "Config":
         for sec in ("model", "data", "train", "runtime"):
             getattr(self, sec).validate(f"{self.source}: {sec}")
+        _check_loss_params(f"{self.source}: loss", self.loss.params)
         return self
 
     def to_dict(self) -> dict:
@@ -259,12 +283,23 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Optional[
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML: {e}") from None
+            raise ConfigError(f"{source}: not valid YAML: {str(e)[:300]}") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: YAML nested too deeply") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{source}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        except ValueError as e:  # e.g. an integer of more than 4,300 digits
+            raise ConfigError(f"{source}: a value cannot be read ({str(e)[:80]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    file_loss = raw.get("loss") if isinstance(raw.get("loss"), dict) else {}
+    file_loss_name, file_params = file_loss.get("name", "focal"), set(file_loss) - {"name", "track_grad_stats"}
+    set_by_override = set()
     for ov in overrides or []:
         key, value = parse_override(ov)
-        _set_dotted(raw, key, value, f"override '{ov}'")
+        _set_dotted(raw, key, value, f"override '{_name(ov)}'")
+        set_by_override.add(key)
+    _switch_loss(raw, source, file_loss_name, file_params, set_by_override)
     return config_from_dict(raw, source)
 
 
@@ -287,17 +322,47 @@ def resolve_config_path(path: Union[str, os.PathLike]) -> Path:
     raise ConfigError(f"{path}: config file not found (and not a packaged preset: {', '.join(preset_names())})")
 
 
+def _switch_loss(raw: dict, source: str, file_name: str, file_params: set, overridden: set) -> None:
+    """After overrides: drop ``loss.KEY: null`` entries (default applies) and, when the override
+    chose another loss than the file, the file's parameters that the new loss does not take."""
+    loss = raw.get("loss")
+    if not isinstance(loss, dict):
+        return
+    for key in [k for k, v in loss.items() if v is None and k not in ("name", "track_grad_stats", "params")]:
+        del loss[key]
+    name = loss.get("name", "focal")
+    if name == file_name or not isinstance(name, str):
+        return
+    from focaldet.losses import LOSSES, loss_parameters
+
+    if name not in LOSSES:
+        return  # reported by the loss check with the list of names
+    valid = loss_parameters(name)
+    dropped = sorted(k for k in file_params if k in loss and k not in valid and f"loss.{k}" not in overridden)
+    for k in dropped:
+        del loss[k]
+    if dropped and os.environ.get("RANK", "0") == "0":
+        print(f"focaldet: note: loss.name={name} does not take {', '.join(dropped)} (set for {file_name} in "
+              f"{source}); dropped", file=sys.stderr)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise ConfigError(f"override '{text}': expected key=value, e.g. train.epochs=6")
+        raise ConfigError(f"override '{_name(text)}': expected key=value, e.g. train.epochs=6")
     key, value = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{text}': empty key")
+        raise ConfigError(f"override '{_name(text)}': empty key")
+    if key.count(".") > 2:  # section.key (or loss.params.key): anything deeper is no config key
+        raise ConfigError(f"override {_name(key)}: too many dots; keys are section.key, e.g. train.epochs")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
+    except RecursionError:
+        raise ConfigError(f"override {_name(key)}: value nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(f"override {_name(key)}: value cannot be read ({str(e)[:80]})") from None
     return key, parsed
 
 
@@ -313,9 +378,11 @@ def _set_dotted(d: dict, key: str, value: Any, where: str) -> None:
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(raw).__name__}")
     unknown = set(raw) - set(SECTIONS)
     if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; valid: {sorted(SECTIONS)}")
+        raise ConfigError(f"{source}: unknown section(s) {_short(sorted(map(str, unknown)))}; valid: {sorted(SECTIONS)}")
     kwargs = {}
     for name, cls in SECTIONS.items():
         sec = raw.get(name) or {}
@@ -325,11 +392,14 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
             sec = dict(sec)
             lname = sec.pop("name", "focal")
             if not isinstance(lname, str):
-                raise ConfigError(f"{source}: loss.name must be a string, got {lname!r}")
+                raise ConfigError(f"{source}: loss.name must be a string, got {_short(lname)}")
             track = sec.pop("track_grad_stats", True)
             if not isinstance(track, bool):
-                raise ConfigError(f"{source}: loss.track_grad_stats must be true/false, got {track!r}")
+                raise ConfigError(f"{source}: loss.track_grad_stats must be true/false, got {_short(track)}")
             params = sec.pop("params", {}) or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"{source}: loss.params must be a mapping, got {_short(params)}")
+            params = dict(params)
             params.update(sec)
             kwargs[name] = LossConfig(name=lname, params=params, track_grad_stats=track)
         else:
@@ -344,7 +414,7 @@ def _build_section(cls, sec: dict, where: str):
     out = {}
     for key, value in sec.items():
         if key not in valid:
-            raise ConfigError(f"{where}.{key}: unknown key; valid keys: {', '.join(sorted(valid))}")
+            raise ConfigError(f"{where}.{_name(key)}: unknown key; valid keys: {', '.join(sorted(valid))}")
         out[key] = _coerce(value, hints[key], f"{where}.{key}")
     return cls(**out)
 
@@ -363,40 +433,45 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {_short(value)}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
         return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_short(value)}")
         return dict(value)
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            number = float(value) if abs(value) < 1e308 or isinstance(value, float) else math.inf
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: {_short(value)} is not a finite number")
+            return number
+        raise ConfigError(f"{where}: expected a number, got {_short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {_short(value)}")
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 
@@ -405,14 +480,63 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 # --------------------------------------------------------------------------------------------
 def _choice(where: str, key: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        raise ConfigError(f"{where}.{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"{where}.{key}: {_short(value)} is not one of {', '.join(map(str, choices))}")
+
+
+MAX_PIXELS_PER_SIDE = 16384  # image sides, resize targets, anchor sizes
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` capped at about 80 characters: an error message must stay one short line
+    whatever the value (a 50,000-deep nesting or a YAML alias bomb included)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _name(key: Any) -> str:
+    """A key as written, capped like :func:`_short`."""
+    text = str(key)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _device(where: str, value: str) -> None:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+|mps", value):
+        raise ConfigError(f"{where}.device: {_short(value)} is not a device; use auto, cpu, cuda, cuda:N or mps")
+
+
+def _check_loss_params(where: str, params: dict) -> None:
+    """Loss parameters are numbers, strings, booleans, null, or flat lists of numbers; numbers
+    must be finite (their ranges are the loss's own, checked when it is built)."""
+    for key, value in params.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}.{_name(key)}: parameter names must be strings")
+        items = value if isinstance(value, list) else [value]
+        for v in items:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}.{key}: {_short(value)} is not a finite number")
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**63:
+                raise ConfigError(f"{where}.{key}: {_short(value)} is out of range")
+            if not (v is None or isinstance(v, (bool, int, float, str))):
+                raise ConfigError(f"{where}.{key}: expected a number, string or list of numbers, got {_short(value)}")
 
 
 def _range(where, key, value, lo, hi, open_lo=False, open_hi=False) -> None:
+    """The one range check of every numeric key: ``value`` in [lo, hi] (open ends on request; None
+    = unbounded). NaN fails every comparison, so it is refused explicitly."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}.{key}: {_short(value)} is not a finite number")
     bad = (lo is not None and (value < lo or (open_lo and value == lo))) or (
         hi is not None and (value > hi or (open_hi and value == hi)))
     if bad:
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
         br = ("(" if open_lo else "[") + f"{lo_s}, {hi_s}" + (")" if open_hi else "]")
-        raise ConfigError(f"{where}.{key}: {value!r} is out of range {br}")
+        raise ConfigError(f"{where}.{key}: {_short(value)} is out of range {br}")

@@ -14,12 +14,26 @@ def test_defaults_follow_spec_recipe():
 
 def test_overrides_and_loss_params(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("loss: {name: focal, gamma: 2}\ntrain: {epochs: 3}\n")
-    cfg = load_config(p, ["loss.name=equalized_focal", "loss.scale_factor=8", "train.epochs=6",
+    p.write_text("loss: {name: focal, gamma: 2, alpha: 0.5}\ntrain: {epochs: 3}\n")
+    cfg = load_config(p, ["loss.name=equalized_focal", "loss.scale=8", "train.epochs=6",
                           "train.weight_decay=1e-4"])
     assert cfg.loss.name == "equalized_focal"
-    assert cfg.loss.params == {"gamma": 2, "scale_factor": 8}
+    # the file's focal gamma is not an EFL parameter: dropped; alpha is one: kept
+    assert cfg.loss.params == {"alpha": 0.5, "scale": 8}
     assert cfg.train.epochs == 6 and cfg.train.weight_decay == 1e-4
+
+
+def test_a_loss_parameter_given_on_the_command_line_is_never_dropped(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("loss: {name: focal, gamma: 2}\n")
+    cfg = load_config(p, ["loss.name=equalized_focal", "loss.gamma=3"])
+    assert cfg.loss.params == {"gamma": 3}  # left for the loss check to refuse by name
+
+
+def test_null_removes_a_loss_parameter(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("loss: {name: focal, gamma: 2, alpha: 0.5}\n")
+    assert load_config(p, ["loss.gamma=null"]).loss.params == {"alpha": 0.5}
 
 
 @pytest.mark.parametrize("text,needle", [

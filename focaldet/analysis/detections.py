@@ -101,7 +101,7 @@ def val_detection_grid(specs, records, path: Path, n_images: int = 4) -> Optiona
     """Ground truth and each loss's detections on ``n_images`` held-out val images (those with the
     most distinct classes, so that the figure shows several categories)."""
     from focaldet.data.images import read_image
-    from focaldet.engine.trainer import resolve_data
+    from focaldet.data.loader import resolve_data
 
     if not _first_models(records):
         return None

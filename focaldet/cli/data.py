@@ -32,6 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--quiet", action="store_true", help="no progress bar or class table")
 
 
+def made_by_focaldet(folder: Path) -> bool:
+    """Whether ``folder`` is a benchmark this tool wrote: its ``meta.json`` names a known kind and
+    a generator version, and it holds nothing but what the generator writes."""
+    from focaldet.data.benchmark import KINDS
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or meta.get("kind") not in KINDS or "version" not in meta:
+        return False
+    return {p.name for p in folder.iterdir()} <= {"meta.json", "annotations", "train", "val"}
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "data_command", None) != "make":
         print("usage: focaldet data make {lt-stamps,lt-digits,auto} --out DIR "
@@ -43,18 +57,20 @@ def run(args: argparse.Namespace) -> int:
 
     check_parameters(args.train, args.val, args.size, args.seed, args.classes)
     out: Path = args.out
-    if out.exists():
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise BenchmarkError(f"{out}: exists and is not a folder", hint="choose another --out")
+    if out.exists() and any(out.iterdir()):
         if not args.force:
             what = "a complete benchmark" if is_complete(out) else "not empty"
-            if not out.is_dir() or any(out.iterdir()):
-                raise BenchmarkError(f"{out}: output folder exists ({what})",
-                                     hint="choose another --out or pass --force to replace it")
-        elif out.is_dir():
-            shutil.rmtree(out)
-        else:
-            raise BenchmarkError(f"{out}: exists and is not a folder")
-        if out.exists():
-            out.rmdir()  # empty folder: replaced by the atomic rename
+            raise BenchmarkError(f"{out}: output folder exists ({what})",
+                                 hint="choose another --out or pass --force to replace it")
+        if not made_by_focaldet(out):
+            # --force replaces a benchmark, never a folder of the user's own files.
+            raise BenchmarkError(f"{out}: not a benchmark made by 'focaldet data make' (no meta.json of ours); "
+                                 "--force only replaces those", hint="choose another --out")
+        shutil.rmtree(out)
+    if out.exists():
+        out.rmdir()  # empty folder: replaced by the atomic rename
 
     bar = None
     if not args.quiet:

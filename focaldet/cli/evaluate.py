@@ -30,10 +30,9 @@ def default_results_path(weights: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from focaldet.config import load_config
-    from focaldet.engine import distributed
     from focaldet.engine.evaluator import evaluate
-    from focaldet.engine.trainer import _jsonable
-    from focaldet.utils.io import atomic_write_json
+    from focaldet.utils import dist
+    from focaldet.utils.io import atomic_write_json, jsonable
 
     overrides = list(args.overrides) + ([f"runtime.device={args.device}"] if args.device else [])
     cfg = load_config(args.config, overrides)
@@ -42,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     ev = evaluate(cfg, weights, results_path=results_path, progress=False if args.quiet else None)
     if ev is not None:
         metrics_path = results_path.with_name(results_path.stem.removesuffix("_results") + "_metrics.json")
-        atomic_write_json(metrics_path, _jsonable(ev.to_dict()))
-        print(f"focaldet eval: {weights} on {cfg.data.val_ann}")
+        atomic_write_json(metrics_path, jsonable(ev.to_dict()))
+        print(f"focaldet eval: {weights} on {cfg.data.val_ann} (images {cfg.data.val_images})")
         print(ev.format_table())
         print(f"results: {results_path}\nmetrics: {metrics_path}", flush=True)
-    distributed.teardown(exit_code=0)
+    dist.teardown(exit_code=0)
     return 0

@@ -7,7 +7,9 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help)
+from focaldet.errors import FocaldetError
+
+# name -> (module, one-line help); one line per subcommand.
 COMMANDS = {
     "train": ("focaldet.cli.train", "train a detector from a YAML config"),
     "eval": ("focaldet.cli.evaluate", "evaluate a checkpoint: COCO stats, APr/APc/APf, per-class AP"),
@@ -20,9 +22,6 @@ COMMANDS = {
 }
 
 
-from focaldet.errors import FocaldetError
-
-
 class CLIError(FocaldetError):
     """A user-facing error of the command line itself (bad arguments, refused paths)."""
 
@@ -31,12 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="focaldet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (mod_name, help_text) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:  # subcommand not built yet
-                continue
-            raise
+        mod = importlib.import_module(mod_name)
         p = sub.add_parser(name, help=help_text, description=help_text,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(p)
@@ -57,18 +51,24 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from focaldet.utils import dist
+
     try:
         return int(args._run(args) or 0)
     except FocaldetError as e:
         # One line whatever the message holds (a YAML parser error spans several lines).
         message = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+        if len(message) > 1000:
+            message = message[:997] + "..."
         print(f"focaldet {args.command}: error: {message}", file=sys.stderr)
         hint = getattr(e, "hint", "")
         if hint:
             print(f"  hint: {hint}", file=sys.stderr)
+        dist.abort(2)  # under torchrun: leave now, the other ranks may wait in a collective
         return 2
     except KeyboardInterrupt:
         print(f"focaldet {args.command}: interrupted", file=sys.stderr)
+        dist.abort(130)
         return 130
 
 

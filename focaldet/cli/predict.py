@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
-                        help="image files and/or folders; in a folder, files that are not images (by suffix) "
-                             "are skipped and counted")
+                        help="image files and/or folders; in a folder, entries that are not image files (by "
+                             "suffix; also sub-folders, FIFOs, broken symlinks) are skipped and counted")
     parser.add_argument("--weights", required=True, metavar="CKPT",
                         help="checkpoint (.pt) written by focaldet train; its stored config defines the model")
     parser.add_argument("--out", required=True, metavar="DIR",
@@ -34,14 +34,19 @@ def run(args: argparse.Namespace) -> int:
     from focaldet.cli.main import CLIError
     from focaldet.engine.predictor import predict
 
-    if not 0.0 <= args.score_thresh <= 1.0:
+    if not 0.0 <= args.score_thresh <= 1.0:  # also refuses nan
         raise CLIError(f"--score-thresh {args.score_thresh}: must be in [0, 1]")
+    if args.test_size is not None and not 1 <= args.test_size <= 16384:
+        raise CLIError(f"--test-size {args.test_size}: must be between 1 and 16384 pixels")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         out = predict(args.weights, args.inputs, args.out, score_thresh=args.score_thresh, device=args.device,
                       test_size=args.test_size, progress=False if args.quiet else None)
-    for w in caught:
-        print(f"focaldet predict: warning: {w.message}")
+    seen = set()
+    for w in caught:  # each distinct warning once
+        if str(w.message) not in seen:
+            seen.add(str(w.message))
+            print(f"focaldet predict: warning: {w.message}")
     print(f"focaldet predict: {out['images']} image(s), {out['detections']} detection(s) -> {out['out_dir']} "
           f"(results: {out['results']})", flush=True)
     return 0

@@ -81,6 +81,10 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._paths)
 
+    def boxes_per_image(self) -> np.ndarray:
+        """``(N,)`` number of boxes of each image, crowd boxes included."""
+        return np.diff(np.asarray(self._box_offsets)) + np.diff(np.asarray(self._crowd_offsets))
+
     def image_path(self, index: int) -> str:
         return self._paths[index]
 

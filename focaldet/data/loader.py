@@ -13,7 +13,52 @@ from focaldet.data.coco import CocoDetection
 from focaldet.data.collate import collate
 from focaldet.data.sampler import InferenceSampler, SeededBatchSampler, TrainSampler
 from focaldet.data.transforms import build_transforms
+from focaldet.data.validation import check_boxes_per_image
 from focaldet.errors import DataError, FocaldetError
+
+
+def resolve_data(cfg, splits: tuple[str, ...] = ("train", "val")):
+    """Fill in the annotation and image paths of ``splits`` from ``data.benchmark`` when it is set,
+    generating the benchmark on first use (rank 0 first, then the others find it cached).
+
+    Paths the user gave explicitly win: a split whose ``*_ann`` and ``*_images`` are both set is
+    used as given, and the benchmark is only generated when a requested split has neither. One of
+    the two without the other is an error (it would mix two datasets). ``cfg`` is a
+    :class:`focaldet.config.Config`; it is returned, modified in place."""
+    from focaldet.config import ConfigError
+    from focaldet.utils.dist import barrier, is_main_process
+
+    d = cfg.data
+    if d.benchmark is None:
+        return cfg
+    missing = []
+    for split in splits:
+        ann, images = getattr(d, f"{split}_ann"), getattr(d, f"{split}_images")
+        if (ann is None) != (images is None):
+            given, other = (f"{split}_ann", f"{split}_images") if ann is not None else (f"{split}_images", f"{split}_ann")
+            raise ConfigError(f"{cfg.source}: data.{given} is set but data.{other} is not, while data.benchmark="
+                              f"{d.benchmark} would provide both", hint=f"set both, or neither to use the benchmark")
+        if ann is None:
+            missing.append(split)
+    if not missing:
+        return cfg
+    from focaldet.data.benchmark import ensure_benchmark
+
+    def make():
+        return ensure_benchmark(d.benchmark, d.root, train=d.gen_train, val=d.gen_val, size=d.gen_size,
+                                seed=d.gen_seed, classes=d.gen_classes)
+    # Rank 0 generates, the others wait and then find it cached. If rank 0 fails it leaves without
+    # reaching the barrier, and the launcher stops the waiting ranks (see utils/dist.abort).
+    if is_main_process():
+        paths = make()
+    barrier()
+    if not is_main_process():
+        paths = make()
+    # Absolute, because data paths in a config are read relative to data.root.
+    for split in missing:
+        setattr(d, f"{split}_ann", str(Path(getattr(paths, f"{split}_ann")).resolve()))
+        setattr(d, f"{split}_images", str(Path(getattr(paths, f"{split}_images")).resolve()))
+    return cfg
 
 
 def build_dataset(cfg, train: bool) -> CocoDetection:
@@ -26,7 +71,10 @@ def build_dataset(cfg, train: bool) -> CocoDetection:
     root = Path(cfg.root)
     ann_path = Path(ann) if Path(ann).is_absolute() else root / ann
     img_path = Path(images) if Path(images).is_absolute() else root / images
-    return CocoDetection(ann_path, img_path, build_transforms(cfg, train=train), strict=cfg.strict)
+    dataset = CocoDetection(ann_path, img_path, build_transforms(cfg, train=train), strict=cfg.strict)
+    if train:
+        check_boxes_per_image(dataset.ann_file, dataset.image_ids, dataset.boxes_per_image())
+    return dataset
 
 
 class DetectionLoader(DataLoader):

@@ -8,7 +8,9 @@ errors (:class:`DataError`)
     ``categories`` missing or not lists; a record that is not an object; a field of the wrong type;
     duplicate image, annotation or category ids; an annotation whose ``image_id`` or
     ``category_id`` is unknown; no images or no categories; a ``file_name`` that is absolute or
-    resolves (symlinks followed) outside the image root; image files that do not exist.
+    resolves (symlinks followed) outside the image root; image files that do not exist; a
+    category id beyond 2^53 (and, for training sets only, :func:`check_boxes_per_image`: more
+    than ``MAX_BOXES_PER_IMAGE`` boxes in one image).
 counted recoveries (``report``)
     boxes partly outside the image are clipped to it; degenerate boxes (width or height <= 0,
     NaN/inf) and boxes entirely outside the image are dropped. With ``strict=True`` a dropped box
@@ -18,7 +20,6 @@ counted recoveries (``report``)
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,10 +31,11 @@ import numpy as np
 
 from focaldet.errors import DataError
 
-log = logging.getLogger("focaldet.data")
-
 _MISSING = object()
 _MAX_EXAMPLES = 10  # example messages kept per kind of recovery
+# Boxes (crowd included) of one training image. COCO's most crowded image has ~90, LVIS's a few
+# hundred; 10^5 would make the batched anchor matching ask for tens of GB.
+MAX_BOXES_PER_IMAGE = 2000
 
 
 @dataclass
@@ -103,8 +105,30 @@ def load_coco_annotations(ann_file: Union[str, os.PathLike], image_root: Union[s
     instead of dropping and counting them.
     """
     ann_file = Path(ann_file)
-    data = _read_json(ann_file)
     f = str(ann_file)
+    images, anns, cats = _top_level(f, _read_json(ann_file))
+    report = DataReport(ann_file=f, num_images=len(images), num_categories=len(cats),
+                        num_annotations=len(anns))
+    categories, sorted_cat_ids = _categories(f, cats)
+    image_root = Path(image_root)
+    image_records, image_id_arr, widths, heights, paths = _images(f, images, image_root, sorted_cat_ids, report)
+    ann_id_arr, bbox, crowd, img_index, labels = _annotations(f, anns, image_id_arr, sorted_cat_ids)
+    xyxy, keep = _clean_boxes(f, anns, bbox, widths[img_index], heights[img_index], strict, report)
+    box_idx, box_offsets = _group_by_image(keep & ~crowd, img_index, len(images))
+    crowd_idx, crowd_offsets = _group_by_image(keep & crowd, img_index, len(images))
+    _count_per_image(box_offsets, crowd_offsets, report)
+    return CocoAnnotations(
+        ann_file=ann_file, image_root=image_root, images=image_records, image_ids=image_id_arr,
+        heights=heights, widths=widths, paths=paths, categories=categories,
+        cat_ids=sorted_cat_ids.tolist(),
+        boxes=xyxy[box_idx].astype(np.float32).reshape(-1, 4),
+        labels=labels[box_idx].astype(np.int64), ann_ids=ann_id_arr[box_idx], box_offsets=box_offsets,
+        crowd_boxes=xyxy[crowd_idx].astype(np.float32).reshape(-1, 4), crowd_offsets=crowd_offsets,
+        report=report)
+
+
+def _top_level(f: str, data: Any) -> tuple[list, list, list]:
+    """``(images, annotations, categories)`` of a parsed file, checked to be non-empty lists."""
     if not isinstance(data, dict):
         raise DataError(f"{f}: top level must be a JSON object with 'images', 'annotations' and "
                         f"'categories', got {type(data).__name__}")
@@ -113,50 +137,58 @@ def load_coco_annotations(ann_file: Union[str, os.PathLike], image_root: Union[s
             raise DataError(f"{f}: missing top-level key '{key}'")
         if not isinstance(data[key], list):
             raise DataError(f"{f}: top-level key '{key}' must be a list, got {type(data[key]).__name__}")
-    images, anns, cats = data["images"], data["annotations"], data["categories"]
-    if not images:
+    if not data["images"]:
         raise DataError(f"{f}: empty dataset: 'images' is an empty list")
-    if not cats:
+    if not data["categories"]:
         raise DataError(f"{f}: 'categories' is an empty list; at least one category is needed")
-    report = DataReport(ann_file=f, num_images=len(images), num_categories=len(cats),
-                        num_annotations=len(anns))
+    return data["images"], data["annotations"], data["categories"]
 
-    # ---- categories
+
+def _categories(f: str, cats: list) -> tuple[list[dict], np.ndarray]:
+    """Category records sorted by id, and the sorted ids (label -> id)."""
     _require_dicts(f, "categories", cats)
     cat_id_arr = _ints(f, "categories", cats, "id")
     _strs(f, "categories", cats, "name")
-    freqs = _optional(cats, "frequency")
-    for i, v in enumerate(freqs):
+    for i, v in enumerate(_optional(cats, "frequency")):
         if v is not None and v not in ("r", "c", "f"):
             raise DataError(f"{f}: {_rec('categories', i, cats[i])}: field 'frequency' must be 'r', 'c' "
                             f"or 'f', got {v!r}")
     _no_duplicates(f, "categories", cat_id_arr)
+    too_big = np.flatnonzero(np.abs(cat_id_arr) >= 2**53)
+    if too_big.size:
+        i = int(too_big[0])
+        raise DataError(f"{f}: {_rec('categories', i, cats[i])}: field 'id' = {cats[i]['id']} is beyond 2^53 "
+                        "(COCO evaluators hold category ids as doubles)")
     order = np.argsort(cat_id_arr, kind="stable")
-    categories = [dict(cats[i]) for i in order]
-    sorted_cat_ids = cat_id_arr[order]
+    return [dict(cats[i]) for i in order], cat_id_arr[order]
 
-    # ---- images
+
+_LVIS_KEYS = ("not_exhaustive_category_ids", "neg_category_ids")
+
+
+def _images(f: str, images: list, image_root: Path, sorted_cat_ids: np.ndarray, report: DataReport):
+    """``(records, ids (N,), widths (N,), heights (N,), resolved paths)`` of the image records."""
     _require_dicts(f, "images", images)
     image_id_arr = _ints(f, "images", images, "id")
     widths = _positive_sizes(f, images, "width")
     heights = _positive_sizes(f, images, "height")
     _no_duplicates(f, "images", image_id_arr)
-    is_lvis = any("neg_category_ids" in im or "not_exhaustive_category_ids" in im for im in images)
-    report.is_lvis = is_lvis
-    lvis_keys = ("not_exhaustive_category_ids", "neg_category_ids")
-    for key in lvis_keys:
+    report.is_lvis = any("neg_category_ids" in im or "not_exhaustive_category_ids" in im for im in images)
+    for key in _LVIS_KEYS:
         _check_cat_id_lists(f, images, key, sorted_cat_ids)
-    image_root = Path(image_root)
     paths, names = _resolve_image_paths(f, images, image_root)
-    image_records = []
+    records = []
     for im, name, w, h in zip(images, names, widths.tolist(), heights.tolist()):
         rec = {"id": im["id"], "file_name": name, "width": w, "height": h}
-        for key in lvis_keys:
+        for key in _LVIS_KEYS:
             if key in im:
                 rec[key] = list(im[key])
-        image_records.append(rec)
+        records.append(rec)
+    return records, image_id_arr, widths, heights, paths
 
-    # ---- annotations
+
+def _annotations(f: str, anns: list, image_id_arr: np.ndarray, sorted_cat_ids: np.ndarray):
+    """``(ids (M,), bbox xywh (M, 4), crowd (M,) bool, image index (M,), label (M,))``."""
     _require_dicts(f, "annotations", anns)
     ann_id_arr = _ints(f, "annotations", anns, "id")
     _no_duplicates(f, "annotations", ann_id_arr)
@@ -167,19 +199,20 @@ def load_coco_annotations(ann_file: Union[str, os.PathLike], image_root: Union[s
     for i, v in enumerate(_optional(anns, "area")):
         if v is not None and type(v) not in (int, float):
             raise DataError(f"{f}: {_rec('annotations', i, anns[i])}: field 'area' must be a number, got {v!r}")
-
     img_order = np.argsort(image_id_arr, kind="stable")
-    img_index = _lookup(f, "annotations", anns, "image_id", ann_img, image_id_arr[img_order], "image")
-    img_index = img_order[img_index]
+    img_index = img_order[_lookup(f, "annotations", anns, "image_id", ann_img, image_id_arr[img_order], "image")]
     labels = _lookup(f, "annotations", anns, "category_id", ann_cat, sorted_cat_ids, "category")
+    return ann_id_arr, bbox, crowd, img_index, labels
 
-    # ---- boxes: xywh -> xyxy, drop degenerate, clip to the image
+
+def _clean_boxes(f: str, anns: list, bbox: np.ndarray, W: np.ndarray, H: np.ndarray, strict: bool,
+                 report: DataReport) -> tuple[np.ndarray, np.ndarray]:
+    """xywh -> xyxy clipped to the image ``(W, H)`` of each box; returns (xyxy (M, 4), keep (M,)):
+    degenerate boxes and boxes entirely outside are dropped (counted), or raise when ``strict``."""
     x, y, w, h = bbox.T
+    W, H = W.astype(np.float64), H.astype(np.float64)
     with np.errstate(invalid="ignore"):
         degenerate = ~np.isfinite(bbox).all(axis=1) | ~(w > 0) | ~(h > 0)
-    W = widths[img_index].astype(np.float64)
-    H = heights[img_index].astype(np.float64)
-    with np.errstate(invalid="ignore"):
         xyxy = np.stack([x, y, x + w, y + h], axis=1)
         clipped_xyxy = np.stack([np.clip(xyxy[:, 0], 0, W), np.clip(xyxy[:, 1], 0, H),
                                  np.clip(xyxy[:, 2], 0, W), np.clip(xyxy[:, 3], 0, H)], axis=1)
@@ -200,35 +233,41 @@ def load_coco_annotations(ann_file: Union[str, os.PathLike], image_root: Union[s
                        (clipped, "clipped to the image")):
         for i in np.flatnonzero(mask)[:_MAX_EXAMPLES].tolist():
             report.examples.append(f"{f}: {_rec('annotations', i, anns[i])}, image_id {anns[i]['image_id']}: "
-                                   f"field 'bbox' {anns[i]['bbox']} {what} "
-                                   f"({int(widths[img_index[i]])}x{int(heights[img_index[i]])})")
+                                   f"field 'bbox' {anns[i]['bbox']} {what} ({int(W[i])}x{int(H[i])})")
+    return clipped_xyxy, ~(degenerate | outside)
 
-    keep = ~(degenerate | outside)
-    n = len(images)
 
-    def group(mask):
-        idx = np.flatnonzero(mask)
-        idx = idx[np.argsort(img_index[idx], kind="stable")]
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(img_index[idx], minlength=n), out=offsets[1:])
-        return idx, offsets
+def _group_by_image(mask: np.ndarray, img_index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``mask`` sorted by image (stable), and offsets ``(n + 1,)``: image ``i`` owns
+    ``idx[offsets[i]:offsets[i + 1]]``."""
+    idx = np.flatnonzero(mask)
+    idx = idx[np.argsort(img_index[idx], kind="stable")]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(img_index[idx], minlength=n), out=offsets[1:])
+    return idx, offsets
 
-    box_idx, box_offsets = group(keep & ~crowd)
-    crowd_idx, crowd_offsets = group(keep & crowd)
+
+def _count_per_image(box_offsets: np.ndarray, crowd_offsets: np.ndarray, report: DataReport) -> None:
     per_image = np.diff(box_offsets)
-    report.num_boxes = int(len(box_idx))
-    report.num_crowd = int(len(crowd_idx))
+    n = len(per_image)
+    report.num_boxes = int(box_offsets[-1])
+    report.num_crowd = int(crowd_offsets[-1])
     report.num_negative_images = int((per_image == 0).sum())
     report.max_boxes_per_image = int(per_image.max()) if n else 0
 
-    return CocoAnnotations(
-        ann_file=ann_file, image_root=image_root, images=image_records, image_ids=image_id_arr,
-        heights=heights, widths=widths, paths=paths, categories=categories,
-        cat_ids=sorted_cat_ids.tolist(),
-        boxes=clipped_xyxy[box_idx].astype(np.float32).reshape(-1, 4),
-        labels=labels[box_idx].astype(np.int64), ann_ids=ann_id_arr[box_idx], box_offsets=box_offsets,
-        crowd_boxes=clipped_xyxy[crowd_idx].astype(np.float32).reshape(-1, 4), crowd_offsets=crowd_offsets,
-        report=report)
+
+def check_boxes_per_image(ann_file, image_ids: list, boxes_per_image: np.ndarray,
+                          limit: int = MAX_BOXES_PER_IMAGE) -> None:
+    """Refuse a *training* set with an image of more than ``limit`` boxes (crowd included),
+    naming it: anchor matching holds a boxes x anchors matrix per image, so 10^5 boxes would ask
+    for tens of GB. Loading and evaluating such a file is fine; training on it is not."""
+    if not len(boxes_per_image):
+        return
+    worst = int(np.argmax(boxes_per_image))
+    if boxes_per_image[worst] > limit:
+        raise DataError(f"{ann_file}: images[{worst}] (id {image_ids[worst]}): {int(boxes_per_image[worst])} boxes in "
+                        f"one image; training supports at most {limit} (anchor matching holds a boxes x anchors "
+                        "matrix per image)", hint="split the image into tiles, or train on a file without it")
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -33,6 +35,21 @@ REQUIRED_KEYS = ("format_version", "model", "iter", "config", "class_names")
 ARCH_KEYS = ("backbone", "norm", "fpn_channels", "p6_from", "head_depth", "head_width", "head_norm",
              "anchor_sizes", "anchor_scales", "aspect_ratios", "preset")
 _ITER_RE = re.compile(r"^iter_(\d+)\.pt$")
+# A torch.save zip stores its tensors uncompressed; a file declaring far more bytes than it holds
+# is a decompression bomb and is refused before anything is inflated.
+MAX_INFLATION = 2.0
+MAX_INFLATION_SLACK = 64 * 2**20
+# Config keys a resumed run may change (the change is logged in config_changes.jsonl): where
+# files are, how fast and how often things happen, inference-only thresholds, and the length of
+# the schedule. Any other change would make the resumed run a different experiment.
+RESUMABLE_KEYS = {
+    "runtime": {"work_dir", "resume", "device", "threads", "log_interval"},
+    "data": {"root", "num_workers", "train_ann", "train_images", "val_ann", "val_images", "test_size",
+             "rare_max", "common_max"},
+    "train": {"epochs", "max_iters", "eval_interval", "ckpt_interval", "keep_last", "nonfinite",
+              "max_nonfinite_skips"},
+    "model": {"score_thresh", "topk_candidates", "nms_thresh", "detections_per_img"},
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,14 +112,15 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found",
                               hint="pass the path of a .pt file written by 'focaldet train'")
-    data = path.read_bytes()
     side = _sidecar(path)
     if side.is_file():
-        expected = side.read_text().strip()
-        if expected and hashlib.sha256(data).hexdigest() != expected:
+        expected = side.read_text(errors="replace").strip()
+        if expected and _sha256_of_file(path) != expected:
             raise CheckpointError(f"{path}: checksum mismatch with {side.name} (file corrupt or partly written)")
+    is_zip = _check_declared_size(path)
     try:
-        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        # mmap: tensors are paged in from the file instead of being read whole and then copied.
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip)
     except Exception as e:  # noqa: BLE001 — torch raises many types for bad files
         # torch prefixes every weights_only failure with the same advice paragraph; the line that
         # says what happened is the GLOBAL one (a Python object: refused) or e.g. "Unsupported
@@ -122,9 +140,87 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
         raise CheckpointError(f"{path}: not a focaldet checkpoint (missing {', '.join(missing)})")
     version = ckpt["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format_version {version!r} is newer than this focaldet "
+        raise CheckpointError(f"{path}: checkpoint format_version {str(version)[:40]} is newer than this focaldet "
                               f"supports ({FORMAT_VERSION})", hint="upgrade focaldet to load it")
+    _check_fields(path, ckpt)
     return ckpt
+
+
+def _sha256_of_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_declared_size(path: Path) -> bool:
+    """Whether ``path`` is a zip (torch's format). Refuse one whose members declare more bytes
+    than ``MAX_INFLATION`` × the file size (+ slack) before anything is inflated."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False  # not a zip: torch.load reports what it is
+    size = path.stat().st_size
+    if declared > MAX_INFLATION * size + MAX_INFLATION_SLACK:
+        raise CheckpointError(f"{path}: refused: its members declare {declared / 2**20:.0f} MiB for a "
+                              f"{size / 2**20:.1f} MiB file (a compressed bomb, not a torch.save checkpoint)")
+    return True
+
+
+def _check_fields(path: Path, ckpt: dict) -> None:
+    """The plain-value fields have the types the rest of the engine relies on."""
+    def bad(field, what):
+        raise CheckpointError(f"{path}: field '{field}' {what}; not a checkpoint written by focaldet train")
+    if not isinstance(ckpt["model"], dict) or not all(torch.is_tensor(v) for v in ckpt["model"].values()):
+        bad("model", "must map parameter names to tensors")
+    if type(ckpt["iter"]) is not int or ckpt["iter"] < 0:
+        bad("iter", f"must be an integer >= 0, got {str(ckpt['iter'])[:40]}")
+    if not isinstance(ckpt["config"], dict) or not all(isinstance(v, dict) for v in ckpt["config"].values()):
+        bad("config", f"must be a mapping of config sections, got {type(ckpt['config']).__name__}")
+    names = ckpt["class_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        bad("class_names", "must be a non-empty list of strings")
+    cat_ids = ckpt.get("cat_ids")
+    if cat_ids is not None and (not isinstance(cat_ids, list) or len(cat_ids) != len(names)
+                                or not all(type(c) is int for c in cat_ids) or len(set(cat_ids)) != len(cat_ids)):
+        bad("cat_ids", f"must be {len(names)} distinct integers, one per class name")
+
+
+def config_changes(old: dict, new: dict) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
+    """Compare a checkpoint's stored config with the config of a resumed run, key by key.
+    Returns (allowed, refused) lists of ``(dotted key, old value, new value)``; allowed keys are
+    :data:`RESUMABLE_KEYS`. A key absent from ``old`` (an older focaldet) is not a change, and
+    ``train.max_iters`` may only change while staying set (or unset): switching between epochs and
+    iterations changes what the milestones mean."""
+    allowed, refused = [], []
+    for section in sorted(set(old) | set(new)):
+        o, n = old.get(section) or {}, new.get(section) or {}
+        if section == "loss":  # a parameter left out means its default: compare what the loss used
+            o, n = _with_loss_defaults(o), _with_loss_defaults(n)
+        for key in sorted(set(o) | set(n)):
+            if key not in o or o.get(key) == n.get(key):
+                continue
+            change = (f"{section}.{key}", o.get(key), n.get(key))
+            ok = key in RESUMABLE_KEYS.get(section, set())
+            if section == "train" and key == "max_iters" and (o[key] is None) != (n.get(key) is None):
+                ok = False
+            (allowed if ok else refused).append(change)
+    return allowed, refused
+
+
+def _with_loss_defaults(loss: dict) -> dict:
+    from focaldet.losses import LOSSES, loss_parameters
+
+    name = loss.get("name")
+    defaults = loss_parameters(name) if name in LOSSES else {}
+    return {**defaults, **loss}
+
+
+def all_finite(state: dict) -> bool:
+    """Whether every floating-point tensor of a ``state_dict`` is finite."""
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
 
 
 def check_compatible(ckpt: dict, model_cfg: dict, num_classes: int, loss_name: str, path: Union[str, Path]) -> None:
@@ -193,6 +289,22 @@ class CheckpointManager:
             for p in (old, _sidecar(old)):
                 p.unlink(missing_ok=True)
         return path
+
+    def mark_best(self, path: Path, iteration: int, ap: float) -> None:
+        """Point ``best.pt`` at checkpoint ``path`` and record its AP in ``best.json`` (the
+        checkpoint itself was written before its evaluation, so it cannot hold this AP)."""
+        self._alias(Path(path), self.dir / "best.pt")
+        atomic_write_text(self.dir / "best.json", json.dumps({"iter": int(iteration), "ap": float(ap)}) + "\n")
+
+    def best_ap_up_to(self, iteration: int) -> float:
+        """The AP recorded in ``best.json`` when it belongs to ``iteration`` or earlier; -inf otherwise."""
+        try:
+            best = json.loads((self.dir / "best.json").read_text())
+            if int(best["iter"]) <= iteration:
+                return float(best["ap"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return float("-inf")
 
     @staticmethod
     def _alias(src: Path, dst: Path) -> None:

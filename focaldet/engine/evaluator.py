@@ -8,9 +8,9 @@ from typing import Optional, Union
 import torch
 
 from focaldet.config import Config
-from focaldet.engine import distributed
 from focaldet.engine.amp import amp_settings, autocast
-from focaldet.utils.dist import get_rank, get_world_size, is_main_process
+from focaldet.engine.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_state
+from focaldet.utils import dist
 
 
 @torch.no_grad()
@@ -25,20 +25,23 @@ def run_inference(model: torch.nn.Module, dataset, cfg: Config, device: torch.de
 
     was_training = model.training
     model.eval()
-    loader = build_val_loader(cfg.data, dataset, rank=get_rank(), world_size=get_world_size())
+    loader = build_val_loader(cfg.data, dataset, rank=dist.get_rank(), world_size=dist.get_world_size())
+    # A DataLoader iterator draws its worker seed from the global RNG unless it has a generator of
+    # its own; evaluating must leave the training RNG (which checkpoints capture) untouched.
+    loader.generator = torch.Generator().manual_seed(0)
     amp_dtype, _ = amp_settings(cfg.train.amp, device)
     results: list[dict] = []
-    bar = progress_bar(len(dataset), "eval", enabled=progress if is_main_process() else False)
+    bar = progress_bar(len(dataset), "eval", enabled=progress if dist.is_main_process() else False)
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
         with autocast(amp_dtype, device):
             outputs = model(batch.images, batch.image_sizes)
         outputs = [{k: v.float() if v.is_floating_point() else v for k, v in o.items()} for o in outputs]
         results.extend(outputs_to_coco_results(outputs, batch.image_ids, batch.scales, dataset.cat_ids))
-        bar.update(len(batch.image_ids) * get_world_size())  # the other ranks keep pace
+        bar.update(len(batch.image_ids) * dist.get_world_size())  # the other ranks keep pace
     bar.close()
     model.train(was_training)
-    gathered = distributed.all_gather_objects(results)
+    gathered = dist.all_gather_objects(results)
     return [r for part in gathered for r in part]
 
 
@@ -56,7 +59,7 @@ def evaluate_model(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     from focaldet.utils.io import atomic_write_json
 
     results = run_inference(model, dataset, cfg, device, progress=progress)
-    if not is_main_process():
+    if not dist.is_main_process():
         return None
     if results_path is not None:
         atomic_write_json(results_path, results, indent=None)
@@ -72,7 +75,6 @@ def load_for_inference(cfg: Optional[Config], weights: Union[str, Path], device:
     """Build the model for ``weights``: from ``cfg`` when given (its architecture must match the
     checkpoint's), else from the config stored in the checkpoint. Returns (model, cfg, ckpt)."""
     from focaldet.config import config_from_dict
-    from focaldet.engine.checkpoint import check_compatible, load_checkpoint, load_model_state
     from focaldet.model import build_model
 
     ckpt = load_checkpoint(weights)
@@ -94,18 +96,16 @@ def evaluate(cfg: Config, weights: Union[str, Path], *, results_path: Optional[U
     """Evaluate checkpoint ``weights`` on ``cfg``'s val set (``focaldet eval``). Returns the
     :class:`EvalResult` (None on ranks other than 0). Checks that the val set has the classes the
     checkpoint was trained on. ``progress``: a bar on stderr (None: when it is a terminal)."""
-    from focaldet.data.loader import build_dataset
-    from focaldet.engine.checkpoint import CheckpointError
-    from focaldet.engine.trainer import resolve_data
+    from focaldet.data.loader import build_dataset, resolve_data
 
-    device = distributed.setup(cfg.runtime.device)
+    device = dist.setup(cfg.runtime.device)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
-    resolve_data(cfg)
+    resolve_data(cfg, splits=("val",))  # explicit data.val_ann / val_images win over the benchmark
     val_set = build_dataset(cfg.data, train=False)
     model, cfg, ckpt = load_for_inference(cfg, weights, device)
     if [int(c) for c in ckpt.get("cat_ids", val_set.cat_ids)] != [int(c) for c in val_set.cat_ids]:
-        raise CheckpointError(f"{weights}: trained on category ids {ckpt.get('cat_ids')[:10]}… but "
+        raise CheckpointError(f"{weights}: trained on category ids {ckpt['cat_ids'][:10]}… but "
                               f"{val_set.ann_file} has {val_set.cat_ids[:10]}…",
                               hint="evaluate on a dataset with the same categories")
     return evaluate_model(model, val_set, cfg, device, results_path=results_path,

@@ -5,7 +5,6 @@ Only rank 0 writes; other ranks get a :class:`MetricLogger` with ``enabled=False
 """
 from __future__ import annotations
 
-from focaldet.utils.io import atomic_write_text
 import csv
 import datetime
 import json
@@ -13,6 +12,8 @@ import math
 import sys
 from pathlib import Path
 from typing import Optional
+
+from focaldet.utils.io import atomic_write_text
 
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
              "APr", "APc", "APf")
@@ -135,6 +136,11 @@ class MetricLogger:
                     self._tb.add_scalar(f"val/{k}", v, iteration)
         shown = "  ".join(f"{k}: {stats[k]:.4f}" for k in STAT_KEYS if k in stats)
         self.print(f"Epoch(val) [{epoch}] (iter {iteration})  {shown}")
+
+    def log_record(self, rec: dict) -> None:
+        """Append a free-form record (``type`` and ``iter`` keys) to ``metrics.jsonl`` only."""
+        if self.enabled:
+            self._append(rec, csv_row=False)
 
     def log_grad_stats(self, iteration: int, ratio: list[float], gamma: Optional[list[float]]) -> None:
         if not self.enabled:

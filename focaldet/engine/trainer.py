@@ -1,5 +1,16 @@
-"""The training loop: SGD with linear lr scaling, warm-up and step decay; AMP on CUDA; periodic
+"""The training loop: SGD/AdamW with linear lr scaling, warm-up and step decay; AMP; periodic
 evaluation and checkpoints; exact resume; a divergence guard; DDP under torchrun.
+
+Read top-down, the way :func:`train` runs:
+
+1. :func:`build_run` — device, seed, run directory (locked, see :mod:`focaldet.engine.run_dir`),
+   datasets, model, loader, optimizer, schedule: everything that does not change while training,
+   gathered in a :class:`Run`.
+2. :func:`restore` — a resumed run loads its checkpoint into the :class:`Run` and a fresh
+   :class:`TrainState` (iteration, best AP, skipped steps, last good checkpoint).
+3. :func:`train_one_step` — one optimizer step with the non-finite guard;
+   :func:`after_step` — logging, checkpoint, evaluation at their iterations.
+4. :func:`finish` — ``result.json`` and the return value.
 
 The loop counts iterations (one optimizer step each). An epoch is one pass of this rank's
 :class:`~focaldet.data.sampler.TrainSampler`; schedule points given in epochs (milestones,
@@ -8,33 +19,161 @@ which case they are iterations already.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
 import resource
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from focaldet.config import Config, ConfigError
-from focaldet.engine import distributed
 from focaldet.engine.amp import amp_settings, autocast
-from focaldet.engine.checkpoint import (CheckpointManager, capture_rng_state, check_compatible,
-                                        load_checkpoint, load_model_state, restore_rng_state)
+from focaldet.engine.checkpoint import (CheckpointManager, all_finite, capture_rng_state, check_compatible,
+                                        config_changes, load_checkpoint, load_model_state, restore_rng_state)
 from focaldet.engine.evaluator import evaluate_model
 from focaldet.engine.logger import MetricLogger
 from focaldet.engine.lr_schedule import WarmupMultiStepLR
-from focaldet.errors import TrainingDiverged
-from focaldet.utils.dist import all_reduce_sum, get_rank, get_world_size, is_main_process
-from focaldet.utils.io import atomic_write_json, atomic_write_text
+from focaldet.engine.run_dir import RunLock, prepare_run_dir
+from focaldet.errors import CheckpointError, TrainingDiverged
+from focaldet.utils import dist
+from focaldet.utils.io import atomic_write_json, atomic_write_text, jsonable
 
 
 # --------------------------------------------------------------------------------------------
-# Set-up helpers
+# State
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """What changes while training (and what a checkpoint restores besides the tensors)."""
+
+    iteration: int = 0  # optimizer steps done
+    best_ap: float = -math.inf
+    nonfinite_skips: int = 0
+    last_good: Optional[str] = None  # newest checkpoint whose weights are finite
+    resumed_from: Optional[str] = None
+    stats: dict = field(default_factory=dict)  # metrics of the latest evaluation (rank 0)
+    evaluated_at: int = -1  # iteration of the latest evaluation (every rank)
+    diverged: Optional[tuple[int, str]] = None  # (iteration, message)
+
+
+@dataclass
+class Run:
+    """What :func:`build_run` sets up once: the pieces the loop works with."""
+
+    cfg: Config
+    device: torch.device
+    world: int
+    main: bool  # rank 0: the only rank that writes files
+    run_dir: Path
+    ckpts: CheckpointManager
+    train_set: Any
+    val_set: Any
+    model: torch.nn.Module  # DDP-wrapped under torchrun
+    net: torch.nn.Module  # the bare model
+    loader: Any
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: WarmupMultiStepLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: Optional[torch.dtype]
+    use_scaler: bool
+    lr: float
+    iters_per_epoch: int
+    total_iters: int
+    milestones: list
+    eval_every: int
+    ckpt_every: int
+    logger: Optional[MetricLogger] = None
+
+    @property
+    def sampler(self):
+        return self.loader.batch_sampler
+
+    def epoch_number(self, it: int) -> int:
+        """1-based number of the epoch that iteration ``it`` (1-based) belongs to."""
+        return -(-it // self.iters_per_epoch)
+
+
+# --------------------------------------------------------------------------------------------
+# train()
+# --------------------------------------------------------------------------------------------
+def train(cfg: Config, *, raise_on_diverge: bool = True, stream=None, use_tqdm: Optional[bool] = None,
+          overwrite: bool = False) -> dict:
+    """Train ``cfg`` and return ``{status, run_dir, iterations, metrics, best_ap, wall_time_s, …}``
+    (also written to ``run_dir/result.json``).
+
+    The run directory must be empty unless ``cfg.runtime.resume`` is set; ``overwrite=True``
+    removes a previous run's files first. A non-finite loss, gradient or weight raises
+    :class:`~focaldet.errors.TrainingDiverged` — or, with ``raise_on_diverge=False``, returns
+    ``status="diverged"`` with ``diverged_at`` and ``message``."""
+    t_start = time.time()
+    stream = stream if stream is not None else sys.stdout
+    check_loss_config(cfg)
+    device = dist.setup(cfg.runtime.device)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
+    run_dir = Path(cfg.runtime.work_dir)
+    lock = RunLock(run_dir) if dist.is_main_process() else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if lock is not None:
+            prepare_run_dir(run_dir, resume=cfg.runtime.resume != "none", overwrite=overwrite)
+        run = build_run(cfg, device, run_dir)
+        state = TrainState()
+        ckpt = find_resume_checkpoint(run)
+        changes = restore(run, state, ckpt) if ckpt is not None else []
+        previous = finished_result(run, state, stream)
+        if previous is not None:
+            return previous
+        start_logging(run, state, changes, stream, use_tqdm)
+        train_loop(run, state)
+        return finish(run, state, t_start, raise_on_diverge)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def train_loop(run: Run, state: TrainState) -> None:
+    """Epochs of iterations until ``run.total_iters`` or divergence."""
+    window = MetricWindow()
+    session = (time.perf_counter(), state.iteration)
+    run.model.train()
+    while state.iteration < run.total_iters and state.diverged is None:
+        run.sampler.set_epoch(state.iteration // run.iters_per_epoch)
+        t_prev = time.perf_counter()
+        for batch in run.loader:
+            t_data = time.perf_counter()
+            losses, lr, bad_what = train_one_step(run, batch)
+            if bad_what is not None and not skip_nonfinite(run, state, bad_what, losses, lr):
+                break
+            run.scheduler.step()
+            state.iteration += 1
+            t_end = time.perf_counter()
+            window.add(losses if bad_what is None else None, t_end - t_prev, t_data - t_prev)
+            t_prev = t_end
+            run.logger.update_bar(1, loss=float(losses[2].detach()))
+            if state.iteration % run.cfg.runtime.log_interval == 0 or state.iteration == run.total_iters:
+                log_window(run, state, window, lr, session)
+            if after_step(run, state):
+                t_prev = time.perf_counter()  # evaluation and checkpoint time is not data time
+            if state.iteration >= run.total_iters or state.diverged is not None:
+                break
+            if state.iteration % run.iters_per_epoch == 0:
+                break  # next epoch: new permutation
+    run.logger.close()
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Set-up
 # --------------------------------------------------------------------------------------------
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's)."""
@@ -48,66 +187,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-def resolve_data(cfg: Config) -> Config:
-    """When ``data.benchmark`` is set, generate it (rank 0 first, once; cached by its parameters)
-    and fill in the four paths. Returns ``cfg`` (modified in place)."""
-    d = cfg.data
-    if d.benchmark is None:
-        return cfg
-    from focaldet.data.benchmark import ensure_benchmark
-
-    def make():
-        return ensure_benchmark(d.benchmark, d.root, train=d.gen_train, val=d.gen_val, size=d.gen_size,
-                                seed=d.gen_seed, classes=d.gen_classes)
-    if is_main_process():
-        paths = make()
-    distributed_barrier()
-    if not is_main_process():
-        paths = make()
-    # Absolute, because data paths in a config are read relative to data.root.
-    d.train_ann, d.train_images = str(Path(paths.train_ann).resolve()), str(Path(paths.train_images).resolve())
-    d.val_ann, d.val_images = str(Path(paths.val_ann).resolve()), str(Path(paths.val_images).resolve())
-    return cfg
-
-
-def distributed_barrier() -> None:
-    from focaldet.utils.dist import barrier
-    barrier()
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
-def memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # ru_maxrss is KiB on Linux: peak resident memory of this process.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def schedule_points(cfg: Config, iters_per_epoch: int) -> dict:
-    """Total iterations and the iteration numbers of milestones / evaluations / checkpoints."""
-    t = cfg.train
-    unit = 1 if t.max_iters is not None else iters_per_epoch
-    total = t.max_iters if t.max_iters is not None else t.epochs * iters_per_epoch
-    return {"total": total, "unit": unit,
-            "milestones": [int(round(m * unit)) for m in t.milestones],
-            "eval_every": t.eval_interval * unit, "ckpt_every": t.ckpt_interval * unit}
-
-
-def class_gammas(loss: torch.nn.Module) -> Optional[list[float]]:
-    """EFL's per-class focusing factors γ_j, when the loss exposes them."""
-    for name in ("gamma",):  # EqualizedFocalLoss.gamma() -> (K,)
-        g = getattr(loss, name, None)
-        if g is None:
-            continue
-        g = g() if callable(g) else g
-        if torch.is_tensor(g):
-            return [float(v) for v in g.detach().float().cpu().tolist()]
-    return None
-
-
 def check_loss_config(cfg: Config) -> None:
     """Build the loss once for one class, so a wrong loss name or parameter fails before any data
     is generated or read."""
@@ -117,256 +196,323 @@ def check_loss_config(cfg: Config) -> None:
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{cfg.source}: loss: {e}") from None
+        raise ConfigError(f"{cfg.source}: loss: {str(e)[:300]}") from None
 
 
-def loss_state_rank_diff(loss: torch.nn.Module) -> float:
-    """Largest absolute difference between this rank's loss buffers (EFL/GHM statistics) and rank
-    0's; 0.0 in a single process. They are all-reduced every iteration, so anything but 0 is a bug."""
-    bufs = [b.detach().double().flatten().cpu() for b in loss.buffers()]
-    mine = torch.cat(bufs) if bufs else torch.zeros(0, dtype=torch.float64)
-    gathered = distributed.all_gather_objects(mine)
-    return max((float((g - gathered[0]).abs().max()) if g.numel() else 0.0) for g in gathered)
+def build_data(cfg: Config):
+    """(train set, val set) of ``cfg``, generating the benchmark if needed."""
+    from focaldet.data.loader import build_dataset, resolve_data
 
-
-# --------------------------------------------------------------------------------------------
-# train()
-# --------------------------------------------------------------------------------------------
-def train(cfg: Config, *, raise_on_diverge: bool = True, stream=None, use_tqdm: Optional[bool] = None) -> dict:
-    """Train ``cfg`` and return ``{status, run_dir, iterations, metrics, best_ap, wall_time_s, …}``
-    (also written to ``run_dir/result.json``). A non-finite loss raises
-    :class:`~focaldet.errors.TrainingDiverged` — or, with ``raise_on_diverge=False``, returns
-    ``status="diverged"`` with ``diverged_at`` and ``message``."""
-    from focaldet.data.loader import build_dataset, build_train_loader
-    from focaldet.model import build_model
-
-    t_start = time.time()
-    stream = stream if stream is not None else sys.stdout
-    check_loss_config(cfg)
-    device = distributed.setup(cfg.runtime.device)
-    rank, world = get_rank(), get_world_size()
-    main = rank == 0
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
-
-    run_dir = Path(cfg.runtime.work_dir)
-    ckpts = CheckpointManager(run_dir / "checkpoints", cfg.train.keep_last)
-    if rank == 0:
-        ckpts.remove_stale_temporaries()  # left by a write that was killed
     resolve_data(cfg)
     train_set = build_dataset(cfg.data, train=True)
     val_set = build_dataset(cfg.data, train=False)
-    num_classes = train_set.num_classes
     if val_set.cat_ids != train_set.cat_ids:
         raise ConfigError(f"{cfg.source}: data.val_ann {val_set.ann_file} has other categories than "
                           f"data.train_ann {train_set.ann_file}; both must list the same category ids")
+    return train_set, val_set
 
-    model = build_model(cfg, num_classes).to(device)
-    loader = build_train_loader(cfg.data, train_set, seed=cfg.runtime.seed, rank=rank, world_size=world)
-    # The loader's worker base seed must not draw from the global RNG, whose state is checkpointed.
-    loader.generator = torch.Generator().manual_seed(cfg.runtime.seed)
-    sampler = loader.batch_sampler
-    iters_per_epoch = len(sampler)
-    sched = schedule_points(cfg, iters_per_epoch)
-    total_iters = sched["total"]
 
-    total_batch = cfg.data.batch_size * world
-    lr = cfg.train.base_lr * total_batch / cfg.train.base_batch
-    params = [p for p in model.parameters() if p.requires_grad]
+def effective_batch(cfg: Config, num_images: int, world: int) -> int:
+    """Images per optimizer step over all ranks: ``data.batch_size`` per rank, but never more than
+    the dataset holds (a rank's sampler yields at most its share per batch). The lr is scaled by
+    this, not by the nominal batch."""
+    per_rank = min(cfg.data.batch_size, -(-num_images // world))
+    return per_rank * world
+
+
+def build_optimizer(cfg: Config, params: list, lr: float) -> torch.optim.Optimizer:
     if cfg.train.optimizer == "adamw":
         # From-scratch detectors (no ImageNet weights) learn far faster with AdamW's per-parameter step
         # sizes than with SGD in a short CPU budget; decoupled weight decay as in Loshchilov & Hutter.
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.train.momentum,
-                                    weight_decay=cfg.train.weight_decay)
-    scheduler = WarmupMultiStepLR(optimizer, sched["milestones"], cfg.train.lr_gamma, cfg.train.warmup_iters,
-                                  cfg.train.warmup_factor)
-    amp_dtype, use_scaler = amp_settings(cfg.train.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
 
-    # ---- resume -----------------------------------------------------------------------------
-    start_iter, best_ap, skips, resumed_from = 0, -math.inf, 0, None
-    ckpt = None
-    if cfg.runtime.resume == "auto":
-        found = ckpts.latest_good()
-        if found is not None:
-            resumed_from, ckpt = found
-    elif cfg.runtime.resume != "none":
-        resumed_from = Path(cfg.runtime.resume)
-        ckpt = load_checkpoint(resumed_from)
-    if ckpt is not None:
-        check_compatible(ckpt, cfg.to_dict()["model"], num_classes, cfg.loss.name, resumed_from)
-        load_model_state(model, ckpt["model"], resumed_from)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        sampler.load_state_dict(ckpt["sampler"])
-        restore_rng_state(ckpt["rng"])
-        start_iter = int(ckpt["iter"])
-        best_ap = float(ckpt.get("best_ap", -math.inf))
-        skips = int(ckpt.get("nonfinite_skips", 0))
 
-    if start_iter >= total_iters and (run_dir / "result.json").is_file():
-        import json
-        previous = json.loads((run_dir / "result.json").read_text())
-        if previous.get("status") == "finished" and previous.get("iterations") == total_iters:
-            if main:
-                print(f"focaldet train: {run_dir} already finished ({total_iters} iterations); nothing to do",
-                      file=stream, flush=True)
-            return previous
+def build_run(cfg: Config, device: torch.device, run_dir: Path) -> Run:
+    from focaldet.data.loader import build_train_loader
+    from focaldet.model import build_model
 
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = unwrap(model)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    ckpts = CheckpointManager(run_dir / "checkpoints", cfg.train.keep_last)
+    if rank == 0:
+        ckpts.remove_stale_temporaries()  # left by a write that was killed
+    train_set, val_set = build_data(cfg)
+    model = build_model(cfg, train_set.num_classes).to(device)
+    loader = build_train_loader(cfg.data, train_set, seed=cfg.runtime.seed, rank=rank, world_size=world)
+    # The loader's worker base seed must not draw from the global RNG, whose state is checkpointed.
+    loader.generator = torch.Generator().manual_seed(cfg.runtime.seed)
+    iters_per_epoch = len(loader.batch_sampler)
+    t = cfg.train
+    unit = 1 if t.max_iters is not None else iters_per_epoch
+    total = t.max_iters if t.max_iters is not None else t.epochs * iters_per_epoch
+    milestones = [int(round(m * unit)) for m in t.milestones]
 
-    logger = MetricLogger(run_dir, total_iters, iters_per_epoch, enabled=main, use_tqdm=use_tqdm,
-                          stream=stream, start_iter=start_iter)
-    if main:
-        atomic_write_text(run_dir / "config.yaml", f"# resolved config of {cfg.source}\n" + cfg.dump())
-        logger.print(f"focaldet train: {cfg.source} -> {run_dir}  ({num_classes} classes, "
-                     f"{len(train_set)} train / {len(val_set)} val images, {world} process(es) x batch "
-                     f"{cfg.data.batch_size}, lr {lr:.4g}, {total_iters} iterations, {iters_per_epoch}/epoch, "
-                     f"loss {cfg.loss.name} {net.cls_loss.params}, device {device})")
-        if resumed_from is not None:
-            logger.print(f"resumed from {resumed_from} at iteration {start_iter}")
+    lr = t.base_lr * effective_batch(cfg, len(train_set), world) / t.base_batch
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(cfg, params, lr)
+    scheduler = WarmupMultiStepLR(optimizer, milestones, t.lr_gamma, t.warmup_iters, t.warmup_factor)
+    amp_dtype, use_scaler = amp_settings(t.amp, device)
+    return Run(cfg=cfg, device=device, world=world, main=rank == 0, run_dir=run_dir, ckpts=ckpts,
+               train_set=train_set, val_set=val_set, model=model, net=model, loader=loader, params=params,
+               optimizer=optimizer, scheduler=scheduler,
+               scaler=torch.amp.GradScaler("cuda", enabled=use_scaler), amp_dtype=amp_dtype,
+               use_scaler=use_scaler, lr=lr, iters_per_epoch=iters_per_epoch, total_iters=total,
+               milestones=milestones, eval_every=t.eval_interval * unit, ckpt_every=t.ckpt_interval * unit)
 
-    def make_state(it: int) -> dict:
-        epoch, consumed = divmod(it, iters_per_epoch)
-        return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_scaler else {},
-                "iter": it, "epoch": epoch, "sampler": sampler.state_dict(consumed) | {"epoch": epoch},
-                "rng": capture_rng_state(), "config": cfg.to_dict(), "class_names": list(train_set.class_names),
-                "cat_ids": [int(c) for c in train_set.cat_ids], "best_ap": best_ap, "nonfinite_skips": skips,
-                "class_image_counts": [int(n) for n in train_set.class_image_counts],
-                "num_train_images": len(train_set)}
 
-    last_good = str(resumed_from) if resumed_from is not None else None
-    result = {"status": "finished", "run_dir": str(run_dir), "iterations": start_iter, "metrics": {},
-              "best_ap": None, "resumed_from": None if resumed_from is None else str(resumed_from)}
-    it = start_iter
-    log_every = cfg.runtime.log_interval
-    window = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0, "time": 0.0, "data_time": 0.0, "n": 0}
-    session_t0, session_iters = time.perf_counter(), 0
-    stats = {}
-    diverged = None
-    model.train()
-    while it < total_iters and diverged is None:
-        epoch = it // iters_per_epoch
-        sampler.set_epoch(epoch)
-        t_prev = time.perf_counter()
-        for batch in loader:
-            t_data = time.perf_counter()
-            batch = batch.to(device, non_blocking=True)
-            with autocast(amp_dtype, device):
-                losses = model(batch.images, batch.image_sizes, batch.targets)
-            loss_cls, loss_box = losses["loss_cls"].float(), losses["loss_box"].float()
-            loss = loss_cls + loss_box
-            lr_now = optimizer.param_groups[0]["lr"]
-            # Every rank must take the same decision, or DDP's collectives deadlock.
-            bad = all_reduce_sum((~torch.isfinite(loss.detach())).float().reshape(1))
-            bad_what = "loss" if bad.item() > 0 else None
-            optimizer.zero_grad(set_to_none=True)
-            if bad_what is None:
-                scaler.scale(loss).backward()
-                if use_scaler:
-                    scaler.unscale_(optimizer)
-                grads = [p.grad for p in params if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm(grads)
-                if not use_scaler and not torch.isfinite(norm):
-                    bad_what = "gradient"  # GradScaler handles inf gradients of fp16 itself
-                elif cfg.train.grad_clip is not None:
-                    torch.nn.utils.clip_grads_with_norm_(grads, cfg.train.grad_clip, norm)
-            if bad_what is not None:
-                values = _fmt_losses(loss_cls, loss_box, lr_now)
-                if cfg.train.nonfinite == "skip" and skips < cfg.train.max_nonfinite_skips:
-                    skips += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    logger.print(f"warning: non-finite {bad_what} at iteration {it + 1} ({values}); "
-                                 f"step skipped ({skips}/{cfg.train.max_nonfinite_skips})")
-                else:
-                    diverged = (it + 1, _diverged_message(it + 1, bad_what, values, net.cls_loss, last_good, skips))
-                    break
-            else:
-                scaler.step(optimizer)
-                scaler.update()
-            scheduler.step()
-            it += 1
-            session_iters += 1
+def start_logging(run: Run, state: TrainState, changes: list, stream, use_tqdm: Optional[bool]) -> None:
+    """Wrap the model for DDP, open the logs, write ``config.yaml`` and the header lines."""
+    cfg = run.cfg
+    if run.world > 1:
+        run.model = torch.nn.parallel.DistributedDataParallel(
+            run.net, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    run.logger = logger = MetricLogger(run.run_dir, run.total_iters, run.iters_per_epoch, enabled=run.main,
+                                       use_tqdm=use_tqdm, stream=stream, start_iter=state.iteration)
+    if not run.main:
+        return
+    atomic_write_text(run.run_dir / "config.yaml", f"# resolved config of {cfg.source}\n" + cfg.dump())
+    nominal = cfg.data.batch_size * run.world
+    batch = effective_batch(cfg, len(run.train_set), run.world)
+    logger.print(f"focaldet train: {cfg.source} -> {run.run_dir}  ({run.train_set.num_classes} classes, "
+                 f"{len(run.train_set)} train / {len(run.val_set)} val images, {run.world} process(es) x batch "
+                 f"{cfg.data.batch_size}, lr {run.lr:.4g}, {run.total_iters} iterations, {run.iters_per_epoch}/epoch, "
+                 f"loss {cfg.loss.name} {run.net.cls_loss.params}, device {run.device})")
+    if batch < nominal:
+        logger.print(f"note: {len(run.train_set)} training images hold fewer than the batch of {nominal}; "
+                     f"lr scaled for the {batch} images a step really sees")
+    if state.resumed_from is not None:
+        logger.print(f"resumed from {state.resumed_from} at iteration {state.iteration}")
+    for key, old, new in changes:
+        logger.print(f"config change at iteration {state.iteration}: {key} {old!r:.60} -> {new!r:.60}")
+        logger.log_record({"type": "config_change", "iter": state.iteration, "key": key,
+                           "old": jsonable(old), "new": jsonable(new)})
 
-            t_end = time.perf_counter()
-            window["loss"] += float(loss.detach()) if bad_what is None else 0.0
-            window["loss_cls"] += float(loss_cls.detach()) if bad_what is None else 0.0
-            window["loss_box"] += float(loss_box.detach()) if bad_what is None else 0.0
-            window["time"] += t_end - t_prev
-            window["data_time"] += t_data - t_prev
-            window["n"] += 1
-            t_prev = t_end
-            logger.update_bar(1, loss=float(loss.detach()))
-            if it % log_every == 0 or it == total_iters:
-                n = window["n"]
-                rec = {"type": "train", "epoch": it // iters_per_epoch + (1 if it % iters_per_epoch else 0),
-                       "iter": it, "lr": lr_now, **{k: window[k] / n for k in ("loss", "loss_cls", "loss_box",
-                                                                                "time", "data_time")},
-                       "memory": memory_mib(device)}
-                eta = (time.perf_counter() - session_t0) / session_iters * (total_iters - it)
-                logger.log_train(rec, eta)
-                window = dict.fromkeys(window, 0.0)
-                window["n"] = 0
 
-            end_of_epoch = it % iters_per_epoch == 0
-            do_eval = it == total_iters or (sched["eval_every"] > 0 and it % sched["eval_every"] == 0)
-            do_ckpt = it == total_iters or it % sched["ckpt_every"] == 0
-            if do_eval:
-                model.eval()
-                ev = evaluate_model(net, val_set, cfg, device, train_image_counts=train_set.class_image_counts,
-                                    num_train_images=len(train_set))
-                model.train()
-                stats = ev.stats if ev is not None else {}
-                ap = distributed.broadcast_object(float(stats.get("AP", float("nan"))) if main else None)
-                is_best = math.isfinite(ap) and ap > best_ap
-                if is_best:
-                    best_ap = ap
-                epoch_no = -(-it // iters_per_epoch)
-                logger.log_eval(it, epoch_no, stats)
-                _log_grad_stats(logger, it, net.cls_loss)
-                if main and it == total_iters and ev is not None:
-                    atomic_write_json(run_dir / "eval" / "final.json", _jsonable(ev.to_dict()))
-                do_ckpt = True
-            elif end_of_epoch:
-                _log_grad_stats(logger, it, net.cls_loss)
-            if do_ckpt:
-                if main:
-                    last_good = str(ckpts.save(make_state(it), it, is_best=do_eval and is_best))
-                distributed_barrier()
-            if do_eval or do_ckpt:
-                t_prev = time.perf_counter()  # evaluation and checkpoint time is not data time
-            if it >= total_iters:
-                break
-            if end_of_epoch:
-                break  # next epoch: new permutation
-    logger.close()
+# --------------------------------------------------------------------------------------------
+# 2. Resume
+# --------------------------------------------------------------------------------------------
+def find_resume_checkpoint(run: Run) -> Optional[tuple[Path, dict]]:
+    resume = run.cfg.runtime.resume
+    if resume == "none":
+        return None
+    if resume == "auto":
+        return run.ckpts.latest_good()
+    return Path(resume), load_checkpoint(resume)
 
-    result["iterations"] = it
-    result["metrics"] = _jsonable({k: _num(v) for k, v in stats.items()})
-    result["best_ap"] = None if not math.isfinite(best_ap) else best_ap
-    result["nonfinite_skips"] = skips
-    result["wall_time_s"] = time.time() - t_start
-    result["last_checkpoint"] = last_good
-    result["loss_state_rank_diff"] = loss_state_rank_diff(net.cls_loss)
-    if diverged is not None:
-        result.update(status="diverged", diverged_at=diverged[0], message=diverged[1])
-    if main:
-        atomic_write_json(run_dir / "result.json", result)
-    distributed_barrier()
-    if diverged is not None:
-        if main:
-            print(f"focaldet train: {diverged[1]}", file=sys.stderr, flush=True)
+
+def restore(run: Run, state: TrainState, found: tuple[Path, dict]) -> list:
+    """Load checkpoint ``found = (path, ckpt)`` into ``run`` and ``state``. Refuses a config that
+    changes the run's meaning; returns the allowed changes ``[(key, old, new)]`` to be logged."""
+    path, ckpt = found
+    cfg = run.cfg
+    check_compatible(ckpt, cfg.to_dict()["model"], run.train_set.num_classes, cfg.loss.name, path)
+    allowed, refused = config_changes(ckpt["config"], cfg.to_dict())
+    if refused:
+        shown = "; ".join(f"{k}: {o!r:.40} -> {n!r:.40}" for k, o, n in refused[:4])
+        more = f" (+{len(refused) - 4} more)" if len(refused) > 4 else ""
+        raise CheckpointError(f"{path}: resuming with a config that changes the run: {shown}{more}",
+                              hint="resume with the run's own config (config.yaml in its run directory), "
+                                   "or start a new run in another runtime.work_dir")
+    load_model_state(run.net, ckpt["model"], path)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.sampler.load_state_dict(ckpt["sampler"])
+    restore_rng_state(ckpt["rng"])
+    state.iteration = int(ckpt["iter"])
+    state.best_ap = max(float(ckpt.get("best_ap", -math.inf)), run.ckpts.best_ap_up_to(state.iteration))
+    state.nonfinite_skips = int(ckpt.get("nonfinite_skips", 0))
+    state.resumed_from = state.last_good = str(path)
+    return [c for c in allowed if c[0] != "runtime.resume"]
+
+
+def finished_result(run: Run, state: TrainState, stream) -> Optional[dict]:
+    """The previous ``result.json`` when a resumed run had already finished; None otherwise."""
+    path = run.run_dir / "result.json"
+    if state.iteration < run.total_iters or not path.is_file():
+        return None
+    previous = json.loads(path.read_text())
+    if previous.get("status") != "finished" or previous.get("iterations") != run.total_iters:
+        return None
+    if run.main:
+        print(f"focaldet train: {run.run_dir} already finished ({run.total_iters} iterations); nothing to do",
+              file=stream, flush=True)
+    return previous
+
+
+def checkpoint_state(run: Run, state: TrainState) -> dict:
+    """The checkpoint of iteration ``state.iteration`` (design.md "Engine")."""
+    epoch, consumed = divmod(state.iteration, run.iters_per_epoch)
+    ts = run.train_set
+    return {"model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict() if run.use_scaler else {},
+            "iter": state.iteration, "epoch": epoch, "sampler": run.sampler.state_dict(consumed) | {"epoch": epoch},
+            "rng": capture_rng_state(), "config": run.cfg.to_dict(), "class_names": list(ts.class_names),
+            "cat_ids": [int(c) for c in ts.cat_ids], "best_ap": state.best_ap,
+            "nonfinite_skips": state.nonfinite_skips,
+            "class_image_counts": [int(n) for n in ts.class_image_counts], "num_train_images": len(ts)}
+
+
+# --------------------------------------------------------------------------------------------
+# 3. One step, and what follows it
+# --------------------------------------------------------------------------------------------
+def train_one_step(run: Run, batch) -> tuple[tuple, float, Optional[str]]:
+    """Forward, backward and (when everything is finite) the optimizer step. Returns
+    ``((loss_cls, loss_box, loss), lr, bad)`` with ``bad`` None, "loss" or "gradient"."""
+    batch = batch.to(run.device, non_blocking=True)
+    with autocast(run.amp_dtype, run.device):
+        out = run.model(batch.images, batch.image_sizes, batch.targets)
+    loss_cls, loss_box = out["loss_cls"].float(), out["loss_box"].float()
+    loss = loss_cls + loss_box
+    lr = run.optimizer.param_groups[0]["lr"]
+    # Every rank must take the same decision, or DDP's collectives deadlock.
+    bad = dist.all_reduce_sum((~torch.isfinite(loss.detach())).float().reshape(1))
+    run.optimizer.zero_grad(set_to_none=True)
+    if bad.item() > 0:
+        return (loss_cls, loss_box, loss), lr, "loss"
+    run.scaler.scale(loss).backward()
+    if run.use_scaler:
+        run.scaler.unscale_(run.optimizer)
+    grads = [p.grad for p in run.params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    if not run.use_scaler and not torch.isfinite(norm):
+        return (loss_cls, loss_box, loss), lr, "gradient"  # GradScaler handles fp16's inf gradients itself
+    if run.cfg.train.grad_clip is not None:
+        torch.nn.utils.clip_grads_with_norm_(grads, run.cfg.train.grad_clip, norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return (loss_cls, loss_box, loss), lr, None
+
+
+def skip_nonfinite(run: Run, state: TrainState, what: str, losses: tuple, lr: float) -> bool:
+    """Skip the step (``train.nonfinite=skip``, within its budget) and return True, or record the
+    divergence in ``state`` and return False."""
+    values = _fmt_losses(losses[0], losses[1], lr)
+    t = run.cfg.train
+    it = state.iteration + 1
+    if t.nonfinite == "skip" and state.nonfinite_skips < t.max_nonfinite_skips:
+        state.nonfinite_skips += 1
+        run.optimizer.zero_grad(set_to_none=True)
+        run.logger.print(f"warning: non-finite {what} at iteration {it} ({values}); "
+                         f"step skipped ({state.nonfinite_skips}/{t.max_nonfinite_skips})")
+        return True
+    state.diverged = (it, _diverged_message(it, what, values, run.net.cls_loss, state))
+    return False
+
+
+class MetricWindow:
+    """Sums of the logged quantities since the last log line."""
+
+    KEYS = ("loss", "loss_cls", "loss_box", "time", "data_time")
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = dict.fromkeys(self.KEYS, 0.0)
+        self.n = 0
+
+    def add(self, losses: Optional[tuple], step_s: float, data_s: float) -> None:
+        if losses is not None:  # a skipped step counts 0 loss
+            for key, value in zip(("loss_cls", "loss_box", "loss"), losses):
+                self.sums[key] += float(value.detach())
+        self.sums["time"] += step_s
+        self.sums["data_time"] += data_s
+        self.n += 1
+
+    def means(self) -> dict:
+        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+
+
+def log_window(run: Run, state: TrainState, window: MetricWindow, lr: float, session: tuple) -> None:
+    it = state.iteration
+    rec = {"type": "train", "epoch": run.epoch_number(it), "iter": it, "lr": lr, **window.means(),
+           "memory": memory_mib(run.device)}
+    t0, it0 = session
+    eta = (time.perf_counter() - t0) / max(it - it0, 1) * (run.total_iters - it)
+    run.logger.log_train(rec, eta)
+    window.reset()
+
+
+def after_step(run: Run, state: TrainState) -> bool:
+    """Checkpoint and evaluate when due. The checkpoint is written before the evaluation, so an
+    evaluation that fails never costs the weights. Returns whether anything was done."""
+    it = state.iteration
+    last = it == run.total_iters
+    do_eval = last or (run.eval_every > 0 and it % run.eval_every == 0)
+    do_ckpt = do_eval or it % run.ckpt_every == 0
+    end_of_epoch = it % run.iters_per_epoch == 0
+    if do_ckpt:
+        path = save_checkpoint(run, state)
+        if path is None:
+            return True  # weights not finite: diverged
+    if do_eval:
+        evaluate(run, state, path, final=last)
+    if do_eval or end_of_epoch:
+        _log_grad_stats(run.logger, it, run.net.cls_loss)
+    return do_eval or do_ckpt
+
+
+def save_checkpoint(run: Run, state: TrainState) -> Optional[Path]:
+    """Write the checkpoint of this iteration (rank 0), unless a weight is not finite: then the
+    run has diverged and no checkpoint is called good. Returns the path (None when diverged)."""
+    # Weights are identical on every rank (DDP), so every rank takes the same decision.
+    if not all_finite(run.net.state_dict()):
+        it = state.iteration
+        state.diverged = (it, _diverged_message(it, "weights", f"lr={run.optimizer.param_groups[0]['lr']:.6g}",
+                                                run.net.cls_loss, state))
+        return None
+    path = run.ckpts.dir / f"iter_{state.iteration:07d}.pt"
+    if run.main:
+        path = run.ckpts.save(checkpoint_state(run, state), state.iteration)
+    state.last_good = str(path)
+    dist.barrier()
+    return path
+
+
+def evaluate(run: Run, state: TrainState, ckpt_path: Path, *, final: bool) -> None:
+    """Evaluate on the val set; point ``best.pt`` at ``ckpt_path`` when the AP improved."""
+    it = state.iteration
+    ev = evaluate_model(run.net, run.val_set, run.cfg, run.device,
+                        train_image_counts=run.train_set.class_image_counts, num_train_images=len(run.train_set))
+    run.model.train()
+    state.stats = ev.stats if ev is not None else {}
+    state.evaluated_at = it
+    ap = dist.broadcast_object(float(state.stats.get("AP", float("nan"))) if run.main else None)
+    run.logger.log_eval(it, run.epoch_number(it), state.stats)
+    if math.isfinite(ap) and ap > state.best_ap:
+        state.best_ap = ap
+        if run.main:
+            run.ckpts.mark_best(ckpt_path, it, ap)
+    if run.main and final and ev is not None:
+        atomic_write_json(run.run_dir / "eval" / "final.json", jsonable(ev.to_dict()))
+
+
+# --------------------------------------------------------------------------------------------
+# 4. The end
+# --------------------------------------------------------------------------------------------
+def finish(run: Run, state: TrainState, t_start: float, raise_on_diverge: bool) -> dict:
+    """Write ``result.json`` (rank 0) and return it; raise on divergence when asked to."""
+    if state.diverged is None and state.iteration >= run.total_iters and state.evaluated_at != state.iteration:
+        # Resumed from the final checkpoint of a run whose final evaluation did not complete.
+        evaluate(run, state, run.ckpts.dir / f"iter_{state.iteration:07d}.pt", final=True)
+    result = {"status": "finished", "run_dir": str(run.run_dir), "iterations": state.iteration,
+              "metrics": jsonable({k: _num(v) for k, v in state.stats.items()}),
+              "best_ap": state.best_ap if math.isfinite(state.best_ap) else None,
+              "resumed_from": state.resumed_from, "nonfinite_skips": state.nonfinite_skips,
+              "wall_time_s": time.time() - t_start, "last_checkpoint": state.last_good,
+              "loss_state_rank_diff": loss_state_rank_diff(run.net.cls_loss)}
+    if state.diverged is not None:
+        result.update(status="diverged", diverged_at=state.diverged[0], message=state.diverged[1])
+    if run.main:
+        atomic_write_json(run.run_dir / "result.json", result)
+    dist.barrier()
+    if state.diverged is not None:
         if raise_on_diverge:
-            raise TrainingDiverged(diverged[1], hint=_DIVERGE_HINT)
+            raise TrainingDiverged(state.diverged[1], hint=_DIVERGE_HINT)  # the CLI prints it, once
+        if run.main:
+            print(f"focaldet train: {state.diverged[1]}", file=sys.stderr, flush=True)
     return result
 
 
@@ -378,11 +524,41 @@ def _fmt_losses(loss_cls, loss_box, lr) -> str:
     return f"loss_cls={float(loss_cls.detach()):.6g}, loss_box={float(loss_box.detach()):.6g}, lr={lr:.6g}"
 
 
-def _diverged_message(it, what, values, loss_module, last_good, skips) -> str:
+def _diverged_message(it: int, what: str, values: str, loss_module, state: TrainState) -> str:
     params = ", ".join(f"{k}={v}" for k, v in getattr(loss_module, "params", {}).items())
+    skips = state.nonfinite_skips
     skipped = f"; {skips} step(s) skipped before" if skips else ""
     return (f"training diverged at iteration {it}: non-finite {what} ({values}); loss {loss_module.name}"
-            f"({params}){skipped}; last good checkpoint: {last_good or 'none written yet'}")
+            f"({params}){skipped}; last good checkpoint: {state.last_good or 'none written yet'}")
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+def memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is KiB on Linux: peak resident memory of this process.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def class_gammas(loss: torch.nn.Module) -> Optional[list[float]]:
+    """EFL's per-class focusing factors γ_j (``EqualizedFocalLoss.gamma() -> (K,)``), when the
+    loss exposes them."""
+    g = getattr(loss, "gamma", None)
+    g = g() if callable(g) else g
+    if torch.is_tensor(g):
+        return [float(v) for v in g.detach().float().cpu().tolist()]
+    return None
+
+
+def loss_state_rank_diff(loss: torch.nn.Module) -> float:
+    """Largest absolute difference between this rank's loss buffers (EFL/GHM statistics) and rank
+    0's; 0.0 in a single process. They are all-reduced every iteration, so anything but 0 is a bug."""
+    bufs = [b.detach().double().flatten().cpu() for b in loss.buffers()]
+    mine = torch.cat(bufs) if bufs else torch.zeros(0, dtype=torch.float64)
+    gathered = dist.all_gather_objects(mine)
+    return max((float((g - gathered[0]).abs().max()) if g.numel() else 0.0) for g in gathered)
 
 
 def _log_grad_stats(logger: MetricLogger, it: int, loss_module) -> None:
@@ -394,14 +570,3 @@ def _log_grad_stats(logger: MetricLogger, it: int, loss_module) -> None:
 
 def _num(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-
-
-def _jsonable(obj):
-    """NaN → None so the JSON is strict (an empty AP group is 'not available')."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj

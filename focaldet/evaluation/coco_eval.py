@@ -88,7 +88,10 @@ def load_ground_truth(gt: Union[str, os.PathLike, Mapping]) -> GroundTruth:
     for i, c in enumerate(data["categories"]):
         cid = c.get("id") if isinstance(c, Mapping) else None
         if not isinstance(cid, int) or isinstance(cid, bool):
-            raise EvaluationError(f"{source}: categories[{i}]: field 'id' must be an integer, got {cid!r}")
+            raise EvaluationError(f"{source}: categories[{i}]: field 'id' must be an integer, got {str(cid)[:40]}")
+        if abs(cid) >= 2**53:  # the evaluator holds category ids as doubles
+            raise EvaluationError(f"{source}: categories[{i}]: field 'id' {cid} is beyond 2^53; category ids "
+                                  "must be exactly representable as doubles")
         if cid in cats:
             raise EvaluationError(f"{source}: categories[{i}]: duplicate category id {cid}")
         cats[cid] = c
@@ -278,22 +281,29 @@ def _evaluate_by_category(g: GroundTruth, det: Detections, max_dets: list, feder
     cat_images = [np.unique(np.concatenate([g.image_id[g_order[g_lo[k]:g_hi[k]]],
                                             det.image_id[d_order[d_lo[k]:d_hi[k]]]])) for k in evaluated]
     d_area = det.bbox[:, 2] * det.bbox[:, 3]  # what pycocotools' loadRes stores as a result's area
+    # faster-coco-eval holds ids as doubles: ids >= 2^53 would merge. Hand it dense ids instead —
+    # image ids by rank (same order, so the same result), annotation ids by position — and keep
+    # the user's ids everywhere else.
+    sorted_img_ids = np.fromiter(sorted(g.images), np.int64, len(g.images))
+    g_img = np.searchsorted(sorted_img_ids, g.image_id) + 1
+    d_img = np.searchsorted(sorted_img_ids, det.image_id) + 1
 
     for chunk in _category_chunks(cat_images, MAX_GRID_SLOTS):
         ks = [evaluated[j] for j in chunk]
         gi = np.concatenate([g_order[g_lo[k]:g_hi[k]] for k in ks])
         di = np.concatenate([d_order[d_lo[k]:d_hi[k]] for k in ks])
         gts = [{"id": a, "image_id": i, "category_id": c, "bbox": b, "area": ar, "iscrowd": cr}
-               for a, i, c, b, ar, cr in zip(g.ann_id[gi].tolist(), g.image_id[gi].tolist(),
+               for a, i, c, b, ar, cr in zip((gi + 1).tolist(), g_img[gi].tolist(),
                                              g.category_id[gi].tolist(), g.bbox[gi].tolist(),
                                              g.area[gi].tolist(), g.iscrowd[gi].tolist())]
         # result ids are 1-based positions in the results list, as pycocotools' loadRes numbers them
         dts = [{"id": a, "image_id": i, "category_id": c, "bbox": b, "score": sc, "area": ar, "iscrowd": 0}
-               for a, i, c, b, sc, ar in zip((di + 1).tolist(), det.image_id[di].tolist(),
+               for a, i, c, b, sc, ar in zip((di + 1).tolist(), d_img[di].tolist(),
                                              det.category_id[di].tolist(), det.bbox[di].tolist(),
                                              det.score[di].tolist(), d_area[di].tolist())]
-        img_ids = np.unique(np.concatenate([cat_images[j] for j in chunk])).tolist()
-        images = [g.images[i] for i in img_ids]
+        user_ids = np.unique(np.concatenate([cat_images[j] for j in chunk]))
+        img_ids = (np.searchsorted(sorted_img_ids, user_ids) + 1).tolist()
+        images = [dict(g.images[i], id=d) for i, d in zip(user_ids.tolist(), img_ids)]
         cats = [g.categories[k] for k in ks]
         ev = _Evaluator(_coco(images, cats, gts), _coco(images, cats, dts), "bbox",
                         print_function=_quiet, lvis_style=federated)

@@ -14,13 +14,9 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
+from orjson import loads as _loads  # a declared dependency, faster than json on large results files
 
 from focaldet.errors import FocaldetError
-
-try:  # optional accelerator
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover - depends on the environment
-    from json import loads as _loads
 from focaldet.utils.io import atomic_write_json
 
 PathLike = Union[str, os.PathLike]

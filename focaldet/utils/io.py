@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -58,3 +59,15 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda fh: fh.write(data))
+
+
+def jsonable(obj: Any) -> Any:
+    """A copy of ``obj`` that strict JSON readers accept: NaN/inf → None (an empty AP group is
+    "not available"), tuples → lists, keys → strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj

@@ -102,7 +102,7 @@ def test_train_eval_predict_end_to_end(tiny_config, tiny_benchmark, tmp_path, ca
     assert main(["predict", "--weights", str(ckdir / "best.pt"), str(photos), "--out", str(pred),
                  "--score-thresh", "0.0"]) == 0
     out = capsys.readouterr().out
-    assert "skipped 1 non-image file" in out
+    assert "skipped 1 non-image entry" in out
     drawn = sorted(p.name for p in pred.glob("*.jpg"))
     assert len(drawn) == 2
     for p in pred.glob("*.jpg"):

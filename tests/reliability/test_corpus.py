@@ -247,7 +247,7 @@ def test_predict_directory_with_non_images_mixed_in(good_checkpoint, photos, tmp
     out = tmp_path / "out"
     assert _predict(good_checkpoint[0], [photos], out) == 0
     captured = capsys.readouterr()
-    assert "skipped 3 non-image file(s)" in captured.out
+    assert "skipped 4 non-image entries" in captured.out  # 3 files and a folder
     images = json.loads((out / "images.json").read_text())["images"]
     assert sorted(Path(i["file_name"]).name for i in images) == sorted(
         p.name for p in photos.iterdir() if p.suffix in (".jpg", ".png"))

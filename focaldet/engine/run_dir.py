@@ -1,0 +1,135 @@
+"""A run directory belongs to one run.
+
+- :class:`RunLock`: ``<run_dir>/.lock`` holds the PID and host of the process training there; a
+  second ``train`` on the same directory is refused while that process lives. A lock left by a
+  process that died (``kill -9``, a power cut) is stale — its PID no longer exists on this host —
+  and is taken over.
+- :func:`prepare_run_dir`: a fresh run refuses a directory that already holds a run's files
+  unless the user asked to resume, or to overwrite (then only this tool's own files are removed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Union
+
+from focaldet.errors import FocaldetError
+
+LOCK_NAME = ".lock"
+# What a run writes into its directory; --overwrite removes these and nothing else.
+RUN_FILES = ("config.yaml", "config_changes.jsonl", "metrics.jsonl", "metrics.csv", "result.json")
+RUN_DIRS = ("checkpoints", "eval", "tensorboard")
+
+
+class RunDirError(FocaldetError):
+    """A run directory that is in use, holds another run, or cannot be written."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """Exclusive ownership of a run directory by this process (a context manager)."""
+
+    def __init__(self, run_dir: Union[str, os.PathLike]):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        make_run_dir(self.run_dir)
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._break_if_stale(me["host"])
+                continue
+            except OSError as e:
+                raise RunDirError(f"{self.run_dir}: cannot create the run lock: {e.strerror}") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise RunDirError(f"{self.run_dir}: could not take the run lock {self.path}")
+
+    def _break_if_stale(self, host: str) -> None:
+        try:
+            owner = json.loads(self.path.read_text())
+            pid, owner_host = int(owner["pid"]), str(owner["host"])
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except (OSError, ValueError, KeyError, TypeError):
+            # Written by a process killed between create and write: nothing else writes this file.
+            self.path.unlink(missing_ok=True)
+            return
+        if owner_host == host and (pid == os.getpid() or not _pid_alive(pid)):
+            self.path.unlink(missing_ok=True)  # stale: its process is gone
+            return
+        where = "" if owner_host == host else f" on host {owner_host}"
+        raise RunDirError(f"{self.run_dir}: in use by another focaldet train (process {pid}{where})",
+                          hint=f"wait for it, choose another runtime.work_dir, or delete {self.path} "
+                               "if that process is really gone")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and parents), with a one-line error when it cannot be."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"runtime.work_dir {run_dir}: exists and is not a folder",
+                          hint="choose another runtime.work_dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"runtime.work_dir {run_dir}: cannot create it: {e.strerror}",
+                          hint="choose a writable runtime.work_dir") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"runtime.work_dir {run_dir}: not writable (read-only file system or permissions)",
+                          hint="choose a writable runtime.work_dir")
+
+
+def previous_run_files(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` other than the lock (empty for a new or empty directory)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run in a directory that holds anything, unless resuming; with
+    ``overwrite``, first remove the previous run's files (only the names a run writes)."""
+    if resume:
+        return
+    found = previous_run_files(run_dir)
+    if not found:
+        return
+    if not overwrite:
+        shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
+        raise RunDirError(f"runtime.work_dir {run_dir}: not empty ({shown}); a run directory belongs to one run",
+                          hint="continue that run with --resume, start over with --overwrite, or choose "
+                               "another runtime.work_dir")
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        if (run_dir / name).is_dir() and not (run_dir / name).is_symlink():
+            shutil.rmtree(run_dir / name)
