@@ -39,7 +39,7 @@ class ConfigError(FocaldetError, ValueError):
 # --------------------------------------------------------------------------------------------
 @dataclass
 class ModelConfig:
-    """RetinaNet architecture (SPEC §4). Sizes in pixels of the network input."""
+    """RetinaNet architecture (docs/spec.md §4). Sizes in pixels of the network input."""
 
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet{10,18}_w{32,48} (narrow, CPU)
     backbone_weights: Optional[str] = None  # None | "imagenet" (online only) | path to a state_dict
@@ -110,6 +110,10 @@ class LossConfig:
     name: str = "focal"
     params: dict[str, Any] = field(default_factory=dict)
     track_grad_stats: bool = True  # per-class G+/G- diagnostics for any sigmoid loss
+    # torch.compile the sigmoid losses' fused pass (inputs >= 2^20 elements); null = the
+    # FOCALDET_COMPILE environment variable (default on). Off pays for short CPU runs, where the
+    # one-time compile costs as long as the training (docs/cpu_presets.md).
+    compile: Optional[bool] = None
 
 
 @dataclass
@@ -169,13 +173,13 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation schedule (SPEC §4 recipe by default)."""
+    """Optimisation schedule (docs/spec.md §4 recipe by default)."""
 
     epochs: int = 12
     max_iters: Optional[int] = None  # overrides epochs when set
     base_lr: float = 0.01  # for `base_batch` images; scaled linearly to the real total batch
     base_batch: int = 16
-    optimizer: str = "sgd"  # sgd (SGD with momentum, SPEC §4) | adamw (β = 0.9, 0.999; from-scratch CPU presets)
+    optimizer: str = "sgd"  # sgd (SGD with momentum, docs/spec.md §4) | adamw (β = 0.9, 0.999; from-scratch CPU presets)
     momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     warmup_iters: int = 500
@@ -258,7 +262,8 @@ class Config:
             d[f.name] = dataclasses.asdict(getattr(self, f.name))
         loss = d["loss"]
         params = loss.pop("params")
-        d["loss"] = {"name": loss["name"], **params, "track_grad_stats": loss["track_grad_stats"]}
+        d["loss"] = {"name": loss["name"], **params, "track_grad_stats": loss["track_grad_stats"],
+                     "compile": loss["compile"]}
         return d
 
     def dump(self) -> str:
@@ -293,7 +298,7 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Optional[
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     file_loss = raw.get("loss") if isinstance(raw.get("loss"), dict) else {}
-    file_loss_name, file_params = file_loss.get("name", "focal"), set(file_loss) - {"name", "track_grad_stats"}
+    file_loss_name, file_params = file_loss.get("name", "focal"), set(file_loss) - {"name", "track_grad_stats", "compile"}
     set_by_override = set()
     for ov in overrides or []:
         key, value = parse_override(ov)
@@ -328,7 +333,7 @@ def _switch_loss(raw: dict, source: str, file_name: str, file_params: set, overr
     loss = raw.get("loss")
     if not isinstance(loss, dict):
         return
-    for key in [k for k, v in loss.items() if v is None and k not in ("name", "track_grad_stats", "params")]:
+    for key in [k for k, v in loss.items() if v is None and k not in ("name", "track_grad_stats", "compile", "params")]:
         del loss[key]
     name = loss.get("name", "focal")
     if name == file_name or not isinstance(name, str):
@@ -396,12 +401,15 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
             track = sec.pop("track_grad_stats", True)
             if not isinstance(track, bool):
                 raise ConfigError(f"{source}: loss.track_grad_stats must be true/false, got {_short(track)}")
+            compile_ = sec.pop("compile", None)
+            if compile_ is not None and not isinstance(compile_, bool):
+                raise ConfigError(f"{source}: loss.compile must be true/false/null, got {_short(compile_)}")
             params = sec.pop("params", {}) or {}
             if not isinstance(params, dict):
                 raise ConfigError(f"{source}: loss.params must be a mapping, got {_short(params)}")
             params = dict(params)
             params.update(sec)
-            kwargs[name] = LossConfig(name=lname, params=params, track_grad_stats=track)
+            kwargs[name] = LossConfig(name=lname, params=params, track_grad_stats=track, compile=compile_)
         else:
             kwargs[name] = _build_section(cls, sec, f"{source}: {name}")
     cfg = Config(**kwargs, source=source)

@@ -64,10 +64,11 @@ def run_config(base: Config, arm: Arm, seed: int, run_dir: Path) -> Config:
     d = base.to_dict()
     base_loss = dict(d["loss"])
     track = base_loss.pop("track_grad_stats", True)
+    compile_ = base_loss.pop("compile", None)
     base_name = base_loss.pop("name")
     params = dict(base_loss) if base_name == arm.loss else {}
     params.update(arm.params)
-    d["loss"] = {"name": arm.loss, **params, "track_grad_stats": track}
+    d["loss"] = {"name": arm.loss, **params, "track_grad_stats": track, "compile": compile_}
     for text in arm.overrides:
         key, value = parse_override(text)
         _set_dotted(d, key, value, f"arm {arm.name}: override '{text}'")

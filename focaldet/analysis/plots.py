@@ -205,7 +205,7 @@ def _class_counts(runs_by_arm: dict[str, list[RunRecord]]) -> Optional[np.ndarra
 
 def _efl_gammas(r: RunRecord) -> Optional[tuple]:
     """(iterations (T,), γ_j (T, K), (γ_b, s)) of an EFL run: the logged ``gamma`` values, or —
-    where the log has only the ratio — γ_j = γ_b + s·(1 − clamp(G⁺/G⁻, 0, 1)) (SPEC §3), with the
+    where the log has only the ratio — γ_j = γ_b + s·(1 − clamp(G⁺/G⁻, 0, 1)) (docs/spec.md §3), with the
     run's own γ_b and s. Iteration 0 is prepended: there every g_j = 1, so γ_j = γ_b."""
     import yaml
 

@@ -1,7 +1,7 @@
 """Named comparisons. ``paper-table1`` replays the ablations of Lin et al. 2017 (Focal Loss for
 Dense Object Detection) Table 1 and §5.1 on the embedded benchmark and checks each claim.
 
-The paper's numbers (COCO, ResNet-50, 600 px, SPEC §5) are not expected here: the benchmark,
+The paper's numbers (COCO, ResNet-50, 600 px, docs/spec.md §5) are not expected here: the benchmark,
 backbone and schedule are tiny. What can be checked is the *direction* of each claim. A claim
 "held" when the paired difference over seeds points the paper's way with a 95 % CI that excludes
 0, "not held" when it points the other way with a CI that excludes 0, and "inconclusive"

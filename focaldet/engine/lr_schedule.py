@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up followed by step decay at milestones (SPEC §4)."""
+"""Learning-rate schedule: linear warm-up followed by step decay at milestones (docs/spec.md §4)."""
 from __future__ import annotations
 
 import bisect

@@ -66,7 +66,7 @@ class RawExport(nn.Module):
 
 
 class DetectionExport(nn.Module):
-    """Network plus the full post-processing of ``postprocess_detections`` (SPEC §4 "Inference")
+    """Network plus the full post-processing of ``postprocess_detections`` (docs/spec.md §4 "Inference")
     with a fixed output size.
 
     ``forward(images (B, 3, H, W) float32 RGB in [0, 1], image_sizes (B, 2) int64 (h, w))`` →

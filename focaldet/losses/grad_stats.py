@@ -1,4 +1,4 @@
-"""Per-class gradient statistics G⁺ / G⁻ (SPEC §3), the state behind the equalized focal loss and a
+"""Per-class gradient statistics G⁺ / G⁻ (docs/spec.md §3), the state behind the equalized focal loss and a
 diagnostic for every sigmoid loss.
 
 The statistics come from the loss's own analytic gradient ``∂loss/∂logit`` (normalizer, α_t and

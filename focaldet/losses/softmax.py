@@ -1,4 +1,4 @@
-"""Softmax-family baselines (SPEC §2): cross entropy over ``K + 1`` outputs (background at index
+"""Softmax-family baselines (docs/spec.md §2): cross entropy over ``K + 1`` outputs (background at index
 ``K``) with optional label smoothing, OHEM and random sampling per image.
 
 Same call convention as the sigmoid family, with ``logits (N, K+1)``; labels 0..K-1 foreground, K

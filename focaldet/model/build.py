@@ -46,6 +46,7 @@ def build_model(cfg: Config, num_classes: int) -> RetinaNet:
         raise ConfigError(f"{cfg.source}: the dataset has no classes (num_classes={num_classes})")
     mc, sizes, round_corners = resolve_preset(cfg.model)
     cls_loss = build_loss(cfg.loss.name, num_classes=num_classes, track_grad_stats=cfg.loss.track_grad_stats,
+                          compile=cfg.loss.compile,
                           **cfg.loss.params)
     if mc.backbone in CPU_RESNETS:
         if mc.backbone_weights is not None or mc.norm == "frozen_bn":

@@ -5,7 +5,7 @@ from focaldet.engine.lr_schedule import WarmupMultiStepLR
 
 
 def reference_lr(it, base, warmup, factor, milestones, gamma):
-    """SPEC §4: linear warm-up from factor·base over `warmup` iterations, ×gamma at each milestone."""
+    """docs/spec.md §4: linear warm-up from factor·base over `warmup` iterations, ×gamma at each milestone."""
     lr = base
     for m in milestones:
         if it >= m:

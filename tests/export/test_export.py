@@ -1,5 +1,5 @@
 """``focaldet export``: the ONNX file (onnxruntime) and the TorchScript archive (``torch.jit.load``)
-give the detections of ``focaldet predict`` on real images; ``--raw`` anchors follow the SPEC
+give the detections of ``focaldet predict`` on real images; ``--raw`` anchors follow docs/spec.md
 formula; bad inputs are one-line errors."""
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_torchscript_matches_eager_postprocessing_per_family(loss, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# --raw: anchors against the SPEC formula, outputs against the network
+# --raw: anchors against the docs/spec.md formula, outputs against the network
 # ---------------------------------------------------------------------------------------------
 def reference_anchors(size, base_sizes, scales, ratios, strides=(8, 16, 32, 64, 128)) -> np.ndarray:
     """float64 anchors, level-major, then location (y, x), then ratio, then scale: centre

@@ -1,4 +1,4 @@
-"""Float64 reference formulas written directly from SPEC §1–§3, independent of focaldet's kernels.
+"""Float64 reference formulas written directly from docs/spec.md §1–§3, independent of focaldet's kernels.
 
 Each ``ref_*`` takes float64 logits ``x (N, K)``, a dense float64 target ``y (N, K)`` (built here
 in the tests) and returns the per-element loss; autograd of these gives the reference gradient."""
@@ -14,7 +14,7 @@ def one_hot(labels, K):
 
 
 def parts(x, y):
-    """``(z_t, 1 - p_t, CE)``; 1 - p_t as σ(-z_t) (SPEC §1), which keeps its tiny values in float64."""
+    """``(z_t, 1 - p_t, CE)``; 1 - p_t as σ(-z_t) (docs/spec.md §1), which keeps its tiny values in float64."""
     z = torch.where(y > 0, x, -x)
     q_t = torch.sigmoid(-z)
     ce = -F.logsigmoid(z)  # -log p_t

@@ -26,7 +26,7 @@ def test_efl_equals_focal_at_start():
 
 
 def ref_efl(x, y, gamma_j, gamma_b=2.0, alpha=0.25):
-    """SPEC §3 in float64: α_t (γ_j/γ_b) (1-p_t)^γ_j CE(p_t), γ_j per class (column)."""
+    """docs/spec.md §3 in float64: α_t (γ_j/γ_b) (1-p_t)^γ_j CE(p_t), γ_j per class (column)."""
     _, q_t, ce = R.parts(x, y)
     return R.alpha_t(y, alpha) * (gamma_j / gamma_b) * q_t ** gamma_j * ce
 

@@ -7,7 +7,7 @@ from tests.losses import reference as R
 
 
 def ref_ghm_step(x, labels, acc, bins, momentum):
-    """SPEC/GHM-C paper in float64 with explicit per-bin loops: β_i = N / (M · GD(g_i)), loss =
+    """docs/spec.md / GHM-C paper in float64 with explicit per-bin loops: β_i = N / (M · GD(g_i)), loss =
     Σ β_i CE_i / N; the EMA starts from a bin's first count (documented in focaldet.losses.ghm)."""
     K = x.shape[1]
     y = R.one_hot(labels, K)
