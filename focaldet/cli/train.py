@@ -9,7 +9,7 @@ EPILOG = """examples:
   focaldet train configs/lt_stamps_cpu.yaml loss.name=equalized_focal loss.scale=8 train.epochs=6
   focaldet train configs/lt_stamps_cpu.yaml runtime.work_dir=runs/efl --resume
   focaldet train configs/lt_stamps_cpu.yaml runtime.work_dir=runs/efl --resume train.epochs=8
-  torchrun --nproc_per_node=2 -m focaldet train configs/lt_stamps_cpu.yaml data.batch_size=4
+  torchrun --nproc_per_node=2 -m focaldet train configs/lt_stamps_cpu.yaml data.batch_size=4 runtime.work_dir=runs/ddp
   torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
       --rdzv_endpoint=HOST:29500 -m focaldet train configs/retinanet_r50_fpn_1x_coco.yaml"""
 
