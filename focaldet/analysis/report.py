@@ -82,6 +82,49 @@ def verdicts(summary: dict, metric: str = "AP") -> list[str]:
     return out
 
 
+def _difference_blocks(summary: dict) -> list[Block]:
+    """The table of paired differences against the baseline (empty without one)."""
+    b: list[Block] = []
+    metrics, arms, base = summary["metrics"], summary["arms"], summary["baseline"]
+    level = int(round(100 * summary["level"]))
+    diff_arms = [a for a in arms if "diff" in a]
+    if diff_arms:
+        base_label = next((a["label"] for a in arms if a["name"] == base), base)
+        b.append(Block("h2", f"Paired differences against {base_label} (same seed, loss − baseline)"))
+        b.append(Block("p", f"Mean difference and its {level} % CI over seeds run by both; "
+                            "**bold** when the interval excludes 0."))
+        rows = []
+        for a in diff_arms:
+            cells = []
+            for m in metrics:
+                d = a["diff"][m]
+                if d["n"] == 0:
+                    cells.append("—")
+                    continue
+                cell = pts(d["mean"], sign=True)
+                if d["n"] >= 2:
+                    cell += f" {_ci(d, sign=True)}"
+                    if d["ci_low"] > 0 or d["ci_high"] < 0:
+                        cell = f"**{cell}**"
+                cells.append(cell)
+            rows.append([a["label"], str(a["diff"]["AP"]["n"]), *cells])
+        b.append(Block("table", header=["loss", "pairs", *metrics], rows=rows))
+    return b
+
+
+def _mechanism_blocks(mechanism: Sequence[Sequence[str]]) -> list[Block]:
+    """The G⁺/G⁻ and γ_j per LVIS group table (empty without rows)."""
+    b: list[Block] = []
+    if mechanism:
+        b.append(Block("h2", "Gradient balance at the end of training (first seed)"))
+        b.append(Block("p", "Median over each group's classes of the accumulated positive/negative gradient "
+                            "ratio G⁺/G⁻ and, for EFL, of its focusing factor γ_j = γ_b + s(1 − min(1, G⁺/G⁻)). "
+                            "EFL only departs from focal loss where G⁺/G⁻ < 1."))
+        b.append(Block("table", header=["loss", "G⁺/G⁻ rare", "common", "frequent", "γ_j rare", "common", "frequent"],
+                       rows=mechanism))
+    return b
+
+
 def build_blocks(summary: dict, *, title: str, command: str, versions: dict, config: dict,
                  plots: Sequence[Path] = (), claims: Sequence[dict] = (), notes: Sequence[str] = (),
                  root: Optional[Path] = None, mechanism: Sequence[Sequence[str]] = ()) -> list[Block]:
@@ -110,36 +153,8 @@ def build_blocks(summary: dict, *, title: str, command: str, versions: dict, con
         b.append(Block("table", header=["loss", *metrics],
                        rows=[[a["label"], *(_ci(a["stats"][m]) for m in metrics)] for a in arms]))
 
-    diff_arms = [a for a in arms if "diff" in a]
-    if diff_arms:
-        base_label = next((a["label"] for a in arms if a["name"] == base), base)
-        b.append(Block("h2", f"Paired differences against {base_label} (same seed, loss − baseline)"))
-        b.append(Block("p", f"Mean difference and its {level} % CI over seeds run by both; "
-                            "**bold** when the interval excludes 0."))
-        rows = []
-        for a in diff_arms:
-            cells = []
-            for m in metrics:
-                d = a["diff"][m]
-                if d["n"] == 0:
-                    cells.append("—")
-                    continue
-                cell = pts(d["mean"], sign=True)
-                if d["n"] >= 2:
-                    cell += f" {_ci(d, sign=True)}"
-                    if d["ci_low"] > 0 or d["ci_high"] < 0:
-                        cell = f"**{cell}**"
-                cells.append(cell)
-            rows.append([a["label"], str(a["diff"]["AP"]["n"]), *cells])
-        b.append(Block("table", header=["loss", "pairs", *metrics], rows=rows))
-
-    if mechanism:
-        b.append(Block("h2", "Gradient balance at the end of training (first seed)"))
-        b.append(Block("p", "Median over each group's classes of the accumulated positive/negative gradient "
-                            "ratio G⁺/G⁻ and, for EFL, of its focusing factor γ_j = γ_b + s(1 − min(1, G⁺/G⁻)). "
-                            "EFL only departs from focal loss where G⁺/G⁻ < 1."))
-        b.append(Block("table", header=["loss", "G⁺/G⁻ rare", "common", "frequent", "γ_j rare", "common", "frequent"],
-                       rows=mechanism))
+    b.extend(_difference_blocks(summary))
+    b.extend(_mechanism_blocks(mechanism))
 
     if claims:
         b.append(Block("h2", "Claims of the focal-loss paper, checked here"))

@@ -54,7 +54,8 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+    """Strict JSON (NaN / inf written as null, see :func:`jsonable`), so jq and JavaScript read it."""
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=indent, allow_nan=False) + "\n")
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

@@ -28,4 +28,7 @@ def progress_bar(total: int, desc: str, *, enabled: Optional[bool] = None, unit:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, leave=False)
+    # every update drawn (per image or batch: cheap), so the final count is always on screen before
+    # the bar clears itself
+    return tqdm(total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, leave=False,
+                mininterval=0, miniters=1)

