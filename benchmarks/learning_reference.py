@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--out", default="runs/learning_reference.json")
     ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    args.overrides = [*args.overrides, *extra]
     cfg = load_config(args.config, [f"train.max_iters={args.iters}", *args.overrides])
     torch.manual_seed(cfg.runtime.seed)
     if cfg.runtime.threads:

@@ -1,16 +1,19 @@
 """Export wrappers: a trained :class:`~focaldet.model.retinanet.RetinaNet` as one traceable module.
 
-The wrappers call the model's own ``normalize``, ``backbone``, ``fpn``, ``head`` and ``box_coder``
+The wrappers call the model's own ``backbone``, ``fpn``, ``head`` and ``box_coder``
 (so the exported network is the trained one, not a copy) and replace only the two parts whose
-eager form does not trace: the anchor cache (Python dict keyed by grid size) and the per-image
+eager form does not trace: the normalisation (a Python loop over the batch's sizes), the anchor cache (Python dict keyed by grid size) and the per-image
 post-processing loop (boolean indexing, a different number of boxes per image). See
 ``docs/export.md`` for the input / output contract.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import nms
+
+from focaldet.model.retinanet import SIZE_DIVISIBILITY
 
 
 class _Network(nn.Module):
@@ -38,10 +41,22 @@ class _Network(nn.Module):
         shifts = torch.stack([sx, sy, sx, sy], dim=-1).reshape(-1, 1, 4)
         return (shifts + cells[None]).reshape(-1, 4).to(torch.float32)
 
+    def normalize(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
+        """The model's normalisation (ImageNet mean/std, padding zeroed after it, size rounded up
+        to a multiple of 128) written with tensor ops only, so the batch size and the image sizes
+        stay inputs of the exported graph instead of being traced as constants."""
+        x = (images - self.model.pixel_mean) / self.model.pixel_std
+        H, W = x.shape[-2], x.shape[-1]
+        sizes = image_sizes.reshape(-1, 2).to(x.device)
+        rows = torch.arange(H, device=x.device)[None, :, None] < sizes[:, 0, None, None]
+        cols = torch.arange(W, device=x.device)[None, None, :] < sizes[:, 1, None, None]
+        x = x * (rows & cols)[:, None].to(x.dtype)
+        return F.pad(x, (0, (-W) % SIZE_DIVISIBILITY, 0, (-H) % SIZE_DIVISIBILITY))
+
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor):
         """``images (B, 3, H, W)``, ``image_sizes (B, 2)`` → ``cls_logits (B, N, C)``,
         ``box_deltas (B, N, 4)``, per-level anchors ``[(N_l, 4)]``."""
-        x = self.model.normalize(images, image_sizes)
+        x = self.normalize(images, image_sizes)
         features = self.model.fpn(self.model.backbone(x))
         cls_logits, box_deltas = self.model.head(features)
         anchors = [self.level_anchors(i, f) for i, f in enumerate(features)]
