@@ -6,10 +6,12 @@ An *arm* is one setting that is trained once per seed. Arms come from three plac
 - per-loss ``key=value`` arguments — ``modified_focal.gamma=1`` sets ``gamma`` for every arm of
   that loss (``loss.*`` and the other config sections stay global: they apply to every arm);
 - ``--sweep focal.gamma=0,0.5,1`` — one arm per value (several ``--sweep`` flags add their arms
-  side by side; they are not crossed).
+  side by side; with ``cross=True`` (``--cross``) the sweeps of one loss are crossed into a grid:
+  ``--sweep modified_focal.gamma=0.5,1,2 --sweep modified_focal.max_weight=3,10`` gives 6 arms).
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
@@ -92,20 +94,20 @@ def parse_sweep(text: str) -> tuple[str, str, list]:
     return loss, param, parsed
 
 
-def build_arms(losses: Iterable[str], sweeps: Iterable[str] = (), per_loss: Optional[dict[str, dict]] = None) -> list[Arm]:
-    """Arms for ``--losses`` and ``--sweep``, each with the per-loss parameters of its loss."""
+def build_arms(losses: Iterable[str], sweeps: Iterable[str] = (), per_loss: Optional[dict[str, dict]] = None,
+               cross: bool = False) -> list[Arm]:
+    """Arms for ``--losses`` and ``--sweep``, each with the per-loss parameters of its loss.
+    ``cross``: the sweeps of the same loss form a grid (one arm per combination)."""
     per_loss = per_loss or {}
     arms: list[Arm] = []
     for loss in losses:
         loss = loss.strip()
         if loss:
             arms.append(Arm(name=arm_name(loss, {}), loss=loss, params=dict(per_loss.get(loss, {}))))
-    for text in sweeps:
-        loss, param, values = parse_sweep(text)
-        for v in values:
-            params = {**per_loss.get(loss, {}), param: v}
-            arms.append(Arm(name=arm_name(loss, {param: v}), loss=loss, params=params,
-                            label=f"{loss} {param}={_fmt_value(v)}"))
+    for loss, settings in _sweep_settings([parse_sweep(t) for t in sweeps], cross):
+        params = {**per_loss.get(loss, {}), **settings}
+        label = " ".join(f"{k}={_fmt_value(v)}" for k, v in settings.items())
+        arms.append(Arm(name=arm_name(loss, settings), loss=loss, params=params, label=f"{loss} {label}"))
     seen: dict[str, Arm] = {}
     for a in arms:
         if a.name in seen:
@@ -114,3 +116,20 @@ def build_arms(losses: Iterable[str], sweeps: Iterable[str] = (), per_loss: Opti
     if not arms:
         raise CompareError("nothing to compare: give --losses, --sweep or --preset")
     return arms
+
+
+def _sweep_settings(sweeps: list[tuple[str, str, list]], cross: bool) -> list[tuple[str, dict]]:
+    """``(loss, {param: value, ...})`` per swept arm, in the order the sweeps were given."""
+    if not cross:
+        return [(loss, {param: v}) for loss, param, values in sweeps for v in values]
+    by_loss: dict[str, list[tuple[str, list]]] = {}
+    for loss, param, values in sweeps:
+        if any(p == param for p, _ in by_loss.get(loss, [])):
+            raise CompareError(f"--sweep {loss}.{param} is given twice; with --cross each parameter once")
+        by_loss.setdefault(loss, []).append((param, values))
+    out = []
+    for loss, axes in by_loss.items():
+        names = [p for p, _ in axes]
+        for combo in itertools.product(*(values for _, values in axes)):
+            out.append((loss, dict(zip(names, combo))))
+    return out

@@ -140,7 +140,14 @@ def run_one(spec: RunSpec, train_fn: Callable) -> None:
 
 def execute(specs: Sequence[RunSpec], *, train_fn: Optional[Callable] = None,
             log: Callable[[str], None] = print) -> list[RunRecord]:
-    """Train the runs that have no ``result.json`` yet, in order; return every run's record."""
+    """Train the runs that have no ``result.json`` yet, in order; return every run's record.
+
+    Runs are claimed through their run-directory lock, so the same ``compare`` command started
+    in several processes (one per core, or per machine on a shared file system) shares the work:
+    a run another process is training is skipped here, and a run finished meanwhile is not
+    retrained. Rerun the command (or ``--report-only``) once all are done for the full report."""
+    from focaldet.engine.run_dir import RunInUseError
+
     if train_fn is None:
         from focaldet.engine import train as train_fn
     todo = [s for s in specs if not (s.dir / "result.json").is_file()]
@@ -148,10 +155,16 @@ def execute(specs: Sequence[RunSpec], *, train_fn: Optional[Callable] = None,
     if done:
         log(f"compare: {done} of {len(specs)} runs already finished, {len(todo)} to go")
     for i, spec in enumerate(todo, 1):
+        if (spec.dir / "result.json").is_file():
+            continue  # finished meanwhile by another process
         state = "resuming" if (spec.dir / "checkpoints" / "last.pt").is_file() else "training"
         log(f"compare: [{done + i}/{len(specs)}] {state} {spec.arm.title} seed {spec.seed} -> {spec.dir}")
         t0 = time.time()
-        run_one(spec, train_fn)
+        try:
+            run_one(spec, train_fn)
+        except RunInUseError:
+            log("compare:   skipped: another process is training this run")
+            continue
         rec = read_run(spec.dir, spec.arm.name, spec.seed)
         if rec.status == "diverged":
             log(f"compare:   DIVERGED at iteration {rec.diverged_at} ({time.time() - t0:.0f} s)")

@@ -42,7 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated loss names, one arm each (default: focal,modified_focal,equalized_focal "
                         "unless --sweep or --preset is given)")
     p.add_argument("--sweep", action="append", default=[], metavar="LOSS.PARAM=V1,V2,...",
-                   help="one arm per value, e.g. focal.gamma=0,0.5,1,2,5 (repeatable; sweeps are not crossed)")
+                   help="one arm per value, e.g. focal.gamma=0,0.5,1,2,5 (repeatable; sweeps are side by "
+                        "side unless --cross)")
+    p.add_argument("--cross", action="store_true",
+                   help="cross the --sweep flags of the same loss into a grid, e.g. --sweep "
+                        "modified_focal.gamma=0.5,1,2 --sweep modified_focal.max_weight=3,10 --cross → 6 arms")
     p.add_argument("--seeds", default=None,
                    help="number of seeds N (seeds 0..N-1) or a comma-separated list (default 3, or the preset's)")
     p.add_argument("--out", default=None, help="output folder; nothing is written outside it (required unless --preset)")
@@ -103,7 +107,7 @@ def run(args) -> int:
                                                              ["focal", "modified_focal", "equalized_focal"])
         names = set(losses) | {s.split(".", 1)[0] for s in args.sweep}
         global_ov, per_loss = split_overrides(overrides, names)
-        arms = build_arms(losses, args.sweep, per_loss)
+        arms = build_arms(losses, args.sweep, per_loss, cross=args.cross)
         out = Path(args.out)
         seeds = parse_seeds(args.seeds, 3)
         baseline = args.baseline

@@ -28,6 +28,11 @@ class RunDirError(FocaldetError):
     """A run directory that is in use, holds another run, or cannot be written."""
 
 
+class RunInUseError(RunDirError):
+    """The run directory is locked by a live process (another ``train``, or another ``compare``
+    working through the same comparison)."""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -77,7 +82,7 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # stale: its process is gone
             return
         where = "" if owner_host == host else f" on host {owner_host}"
-        raise RunDirError(f"{self.run_dir}: in use by another focaldet train (process {pid}{where})",
+        raise RunInUseError(f"{self.run_dir}: in use by another focaldet train (process {pid}{where})",
                           hint=f"wait for it, choose another runtime.work_dir, or delete {self.path} "
                                "if that process is really gone")
 

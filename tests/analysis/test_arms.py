@@ -28,6 +28,21 @@ def test_sweep_makes_one_arm_per_value_with_per_loss_params():
     assert arms[0].params == {}
 
 
+def test_cross_makes_a_grid_per_loss_and_side_by_side_without_it():
+    sweeps = ["modified_focal.gamma=0.5,2", "modified_focal.max_weight=3,null", "focal.gamma=1,2"]
+    grid = build_arms(["equalized_focal"], sweeps, {"modified_focal": {"alpha": 0.5}}, cross=True)
+    assert [a.name for a in grid] == [
+        "equalized_focal", "modified_focal-gamma0.5-max_weight3", "modified_focal-gamma0.5-max_weightNone",
+        "modified_focal-gamma2-max_weight3", "modified_focal-gamma2-max_weightNone", "focal-gamma1", "focal-gamma2"]
+    assert grid[2].params == {"alpha": 0.5, "gamma": 0.5, "max_weight": None}
+    assert grid[3].title == "modified_focal gamma=2 max_weight=3"
+    side = build_arms([], sweeps)  # default: 2 + 2 + 2 arms, each varying one parameter
+    assert [a.name for a in side][:4] == ["modified_focal-gamma0.5", "modified_focal-gamma2",
+                                          "modified_focal-max_weight3", "modified_focal-max_weightNone"]
+    with pytest.raises(CompareError, match="given twice"):
+        build_arms([], ["focal.gamma=1", "focal.gamma=2"], cross=True)
+
+
 def test_duplicate_and_empty_arms_refused():
     with pytest.raises(CompareError, match="listed twice"):
         build_arms(["focal", "focal"])

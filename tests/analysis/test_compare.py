@@ -119,6 +119,34 @@ def test_interrupted_compare_resumes_without_redoing_finished_runs(tiny):
     assert len(rows) == 4 and all(r[2] == "finished" for r in rows)
 
 
+def test_two_processes_share_a_comparison_through_the_run_locks(tiny):
+    """A run locked by a live process (here a `sleep`, standing in for a second `compare` on the
+    same folder) is skipped, not trained twice; once that process is gone the lock is stale and
+    the same command trains the run."""
+    import socket
+    import subprocess
+    import sys
+
+    cfg, arms, out, _ = tiny
+    busy = out / "runs" / "focal" / "seed1"
+    (busy / "result.json").unlink()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (busy / ".lock").write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+        lines = []
+        result = compare(cfg, arms, [0, 1], out, detections=False, plots=False, log=lines.append, command="c")
+        assert any("skipped: another process is training this run" in line for line in lines)
+        assert not (busy / "result.json").exists() and (busy / ".lock").exists()
+        assert [r.status for r in result.records].count("missing") == 1
+    finally:
+        other.kill()
+        other.wait()
+    result = compare(cfg, arms, [0, 1], out, detections=False, plots=False, command="c")
+    assert json.loads((busy / "result.json").read_text())["status"] == "finished"
+    assert all(r.status == "finished" for r in result.records)
+    assert not (busy / ".lock").exists()  # released after training
+
+
 def test_rerun_with_another_config_is_refused(tiny):
     cfg, arms, out, _ = tiny
     with pytest.raises(CompareError, match=r"run focal/seed0 was started with another config \(train.max_iters"):
