@@ -146,7 +146,7 @@ def execute(specs: Sequence[RunSpec], *, train_fn: Optional[Callable] = None,
     in several processes (one per core, or per machine on a shared file system) shares the work:
     a run another process is training is skipped here, and a run finished meanwhile is not
     retrained. Rerun the command (or ``--report-only``) once all are done for the full report."""
-    from focaldet.engine.run_dir import RunInUseError
+    from focaldet.engine.run_dir import RunInUseError, RunLock
 
     if train_fn is None:
         from focaldet.engine import train as train_fn
@@ -157,13 +157,17 @@ def execute(specs: Sequence[RunSpec], *, train_fn: Optional[Callable] = None,
     for i, spec in enumerate(todo, 1):
         if (spec.dir / "result.json").is_file():
             continue  # finished meanwhile by another process
+        busy = f"compare: [{done + i}/{len(specs)}] skipped {spec.arm.title} seed {spec.seed}: another process is training it"
+        if RunLock(spec.dir).live_owner() is not None:
+            log(busy)
+            continue
         state = "resuming" if (spec.dir / "checkpoints" / "last.pt").is_file() else "training"
         log(f"compare: [{done + i}/{len(specs)}] {state} {spec.arm.title} seed {spec.seed} -> {spec.dir}")
         t0 = time.time()
         try:
             run_one(spec, train_fn)
-        except RunInUseError:
-            log("compare:   skipped: another process is training this run")
+        except RunInUseError:  # taken between the check above and the engine's lock
+            log(busy)
             continue
         rec = read_run(spec.dir, spec.arm.name, spec.seed)
         if rec.status == "diverged":

@@ -68,23 +68,40 @@ class RunLock:
             return self
         raise RunDirError(f"{self.run_dir}: could not take the run lock {self.path}")
 
-    def _break_if_stale(self, host: str) -> None:
+    def _read_owner(self):
+        """``(pid, host)`` from the lock file; None when there is none; "corrupt" when it cannot
+        be read (written by a process killed between create and write: nothing else writes it)."""
         try:
             owner = json.loads(self.path.read_text())
-            pid, owner_host = int(owner["pid"]), str(owner["host"])
+            return int(owner["pid"]), str(owner["host"])
         except FileNotFoundError:
-            return  # released meanwhile: try again
+            return None
         except (OSError, ValueError, KeyError, TypeError):
-            # Written by a process killed between create and write: nothing else writes this file.
-            self.path.unlink(missing_ok=True)
-            return
-        if owner_host == host and (pid == os.getpid() or not _pid_alive(pid)):
+            return "corrupt"
+
+    def live_owner(self):
+        """``(pid, host)`` of the live process that holds this lock, or None (no lock, a stale
+        one, or our own). Read-only: ``compare`` uses it to skip runs another process trains."""
+        owner = self._read_owner()
+        if owner is None or owner == "corrupt":
+            return None
+        pid, host = owner
+        if host == socket.gethostname() and (pid == os.getpid() or not _pid_alive(pid)):
+            return None
+        return owner
+
+    def _break_if_stale(self, host: str) -> None:
+        owner = self._read_owner()
+        if owner is None:
+            return  # released meanwhile: try again
+        if owner == "corrupt" or self.live_owner() is None:
             self.path.unlink(missing_ok=True)  # stale: its process is gone
             return
+        pid, owner_host = owner
         where = "" if owner_host == host else f" on host {owner_host}"
         raise RunInUseError(f"{self.run_dir}: in use by another focaldet train (process {pid}{where})",
-                          hint=f"wait for it, choose another runtime.work_dir, or delete {self.path} "
-                               "if that process is really gone")
+                            hint=f"wait for it, choose another runtime.work_dir, or delete {self.path} "
+                                 "if that process is really gone")
 
     def release(self) -> None:
         if self.held:

@@ -135,7 +135,8 @@ def test_two_processes_share_a_comparison_through_the_run_locks(tiny):
         (busy / ".lock").write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
         lines = []
         result = compare(cfg, arms, [0, 1], out, detections=False, plots=False, log=lines.append, command="c")
-        assert any("skipped: another process is training this run" in line for line in lines)
+        assert any("skipped focal seed 1: another process is training it" in line for line in lines)
+        assert not any("training focal seed 1" in line for line in lines)
         assert not (busy / "result.json").exists() and (busy / ".lock").exists()
         assert [r.status for r in result.records].count("missing") == 1
     finally:
