@@ -77,12 +77,19 @@ def run_config(base: Config, arm: Arm, seed: int, run_dir: Path) -> Config:
     return config_from_dict(d, source=f"{base.source} [{arm.name}, seed {seed}]")
 
 
+def run_dir_of(out: Path, arm: Arm, seed: int) -> Path:
+    """``OUT/runs/<arm>/seed<S>``; arm names are folder-safe (:func:`~focaldet.analysis.arms.arm_name`),
+    so a run directory never leaves ``out``."""
+    return out / "runs" / arm.name / f"seed{seed}"
+
+
 def plan_runs(base: Config, arms: Sequence[Arm], seeds: Sequence[int], out: Path) -> list[RunSpec]:
-    """Seed-major order, so an interrupted comparison has complete seed pairs early."""
+    """Seed-major order, so an interrupted comparison has complete seed pairs early. Every run's
+    config is checked here (its loss parameters included), before anything is trained."""
     specs = []
     for seed in seeds:
         for arm in arms:
-            run_dir = out / "runs" / arm.name / f"seed{seed}"
+            run_dir = run_dir_of(out, arm, seed)
             specs.append(RunSpec(arm, int(seed), run_dir, run_config(base, arm, seed, run_dir)))
     return specs
 
