@@ -8,8 +8,8 @@ Layout of the output folder (nothing is written outside it):
     OUT/report.md, report.html    the report;  OUT/plots/*.png  its figures
 
 Every run uses the same config; only the loss (name and parameters), the arm's own overrides
-and ``runtime.seed`` differ. The data-generation seed (``data.generator.seed``) is never varied, so all
-runs see the same images.
+and ``runtime.seed`` differ. The data-generation seed (``data.generator.seed``) is never varied,
+so all runs see the same images.
 
 Resuming: a run is finished when its ``result.json`` exists (a diverged run is finished too: it
 is reported, not retried). Every other run is started with ``runtime.resume=auto``, so one that
