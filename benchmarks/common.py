@@ -46,7 +46,7 @@ def build_torchvision(backbone: str, size: int, num_classes: int = NUM_CLASSES) 
 def build_ours(backbone: str, num_classes: int = NUM_CLASSES, overrides: tuple[str, ...] = ()):
     cfg = load_config(None, [f"model.backbone={backbone}", "model.norm=frozen_bn", "model.frozen_stages=2",
                              "model.preset=torchvision_v1", "model.p6_from=p5", "model.head_depth=4",
-                             "model.head_width=256", "model.fpn_channels=256", "model.box_loss=l1",
+                             "model.head_width=256", "model.fpn_channels=256", "model.box_loss.name=l1",
                              "loss.name=focal", *overrides])
     return build_model(cfg, num_classes=num_classes)
 

@@ -8,7 +8,7 @@ side.
 torchvision's side: ``torchvision.models.detection.RetinaNet`` on a ResNet backbone from
 ``torchvision.models`` (same norm as the preset; the narrow CPU ResNets are not in torchvision, so
 those presets fall back to ResNet-18), an FPN of ``model.fpn_channels`` with P6/P7, its standard
-4-conv head (GroupNorm when the preset's head uses it), anchors of ``model.anchor_sizes``,
+4-conv head (GroupNorm when the preset's head uses it), anchors of ``model.anchors.sizes``,
 AdamW/SGD with the preset's lr, warm-up and drop, the preset's batch and flips (focaldet's own
 loader, so both see the same images in the same order). It prints one line per evaluation and
 writes ``--out`` (JSON: iterations, seconds of training, AP, AP50).
@@ -49,14 +49,14 @@ def build_reference(cfg, num_classes: int, size: int) -> RetinaNet:
     in_ch = [128, 256, 512] if name in ("resnet18", "resnet34") else [512, 1024, 2048]
     backbone.fpn = FeaturePyramidNetwork(in_ch, fpn_ch, extra_blocks=LastLevelP6P7(fpn_ch, fpn_ch))
     backbone.out_channels = fpn_ch
-    base = mc.anchor_sizes or [32, 64, 128, 256, 512]
-    sizes = tuple(tuple(b * s for s in mc.anchor_scales) for b in base)
-    anchors = AnchorGenerator(sizes, (tuple(mc.aspect_ratios),) * len(sizes))
+    base = mc.anchors.sizes or [32, 64, 128, 256, 512]
+    sizes = tuple(tuple(b * s for s in mc.anchors.scales) for b in base)
+    anchors = AnchorGenerator(sizes, (tuple(mc.anchors.aspect_ratios),) * len(sizes))
     head_norm = partial(nn.GroupNorm, 16) if mc.head_norm == "gn" else None
     head = RetinaNetHead(fpn_ch, anchors.num_anchors_per_location()[0], num_classes, norm_layer=head_norm)
     return RetinaNet(backbone, num_classes, min_size=size, max_size=size, anchor_generator=anchors, head=head,
-                     detections_per_img=mc.detections_per_img, score_thresh=mc.score_thresh,
-                     nms_thresh=mc.nms_thresh, topk_candidates=mc.topk_candidates,
+                     detections_per_img=mc.inference.detections_per_img, score_thresh=mc.inference.score_thresh,
+                     nms_thresh=mc.inference.nms_thresh, topk_candidates=mc.inference.topk_candidates,
                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
 

@@ -1,16 +1,25 @@
 """Typed configuration: small YAML files mapped onto dataclasses.
 
 A config file has up to five sections: ``model``, ``loss``, ``data``, ``train`` and ``runtime``.
-Every key is checked on load: an unknown key, a wrong type, a number that is not finite (NaN,
-inf) or an out-of-range value raises :class:`ConfigError` naming the file and the dotted key; the
-offending value is shown shortened, whatever its size. Command-line overrides use
-the same dotted names (``loss.gamma=1 train.epochs=6``); their values are parsed as YAML scalars.
+``model`` keeps the architecture keys flat and groups the rest by the stage of the detector they
+set: ``model.anchors``, ``model.matching``, ``model.box_loss`` and ``model.inference``; ``data``
+groups the benchmark generator's settings in ``data.generator``. Every key is checked on load: an
+unknown key, a wrong type, a number that is not finite (NaN, inf) or an out-of-range value raises
+:class:`ConfigError` naming the file and the dotted key (``cfg.yaml: model.anchors.sizes[]: …``);
+the offending value is shown shortened, whatever its size. Command-line overrides use the same
+dotted names (``loss.gamma=1 train.epochs=6 model.anchors.sizes=[16,32,64,128,256]``); their
+values are parsed as YAML scalars.
 
 The ``loss`` section is special: besides ``name`` it holds the keyword parameters of that loss
-(``loss: {name: focal, gamma: 2, alpha: 0.25}``). They are validated against the loss's own
-signature by :func:`focaldet.losses.build_loss` when the loss is built. Choosing another loss on
-the command line (``loss.name=equalized_focal``) drops the file's parameters that the new loss
-does not take, with a one-line notice; ``loss.KEY=null`` removes a parameter (its default applies).
+(``loss: {name: focal, gamma: 2, alpha: 0.25}``). They are checked on load too, against the loss's
+own signature and ranges (:func:`focaldet.losses.check_loss_params`), without building it. Choosing
+another loss on the command line (``loss.name=equalized_focal``) drops the file's parameters that
+the new loss does not take, with a one-line notice; ``loss.KEY=null`` removes a parameter (its
+default applies).
+
+Keys of earlier versions (``model.anchor_sizes``, ``data.gen_seed``, …; :data:`RENAMED_KEYS`) are
+read under their new names, with a one-line note, wherever a config comes from: a file, an
+override, or the config stored in a checkpoint, run folder or comparison plan.
 """
 from __future__ import annotations
 
@@ -38,8 +47,80 @@ class ConfigError(FocaldetError, ValueError):
 # Sections
 # --------------------------------------------------------------------------------------------
 @dataclass
+class AnchorConfig:
+    """``model.anchors``: the anchor boxes of each FPN level (docs/spec.md §4), base size × scale,
+    with each aspect ratio; sizes in pixels of the network input. They fix the head's output shape."""
+
+    sizes: Optional[list[float]] = None  # None → 32·2^(l−3) for P3..P7
+    scales: list[float] = field(default_factory=lambda: [1.0, 2 ** (1 / 3), 2 ** (2 / 3)])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+
+    def validate(self, where: str) -> None:
+        if self.sizes is not None and len(self.sizes) != 5:
+            raise ConfigError(f"{where}.sizes: need 5 base sizes (P3..P7), got {len(self.sizes)}")
+        for name in ("sizes", "scales", "aspect_ratios"):
+            for v in getattr(self, name) or []:
+                _range(where, f"{name}[]", v, 0.0, MAX_PIXELS_PER_SIDE, open_lo=True)
+
+
+@dataclass
+class MatchingConfig:
+    """``model.matching``: how anchors become training targets — IoU thresholds, crowd regions —
+    and the loss normaliser, the number of positive anchors those targets give."""
+
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.4
+    allow_low_quality_matches: bool = True
+    crowd_ioa_thresh: Optional[float] = 0.5  # anchors with more of their area inside a crowd box are ignored
+    normalizer: str = "batch"  # batch | ema (of the number of positive anchors)
+    normalizer_momentum: float = 0.9
+
+    def validate(self, where: str) -> None:
+        _range(where, "fg_iou_thresh", self.fg_iou_thresh, 0.0, 1.0)
+        _range(where, "bg_iou_thresh", self.bg_iou_thresh, 0.0, self.fg_iou_thresh)
+        if self.crowd_ioa_thresh is not None:
+            _range(where, "crowd_ioa_thresh", self.crowd_ioa_thresh, 0.0, 1.0)
+        _choice(where, "normalizer", self.normalizer, ("batch", "ema"))
+        _range(where, "normalizer_momentum", self.normalizer_momentum, 0.0, 1.0)
+
+
+@dataclass
+class BoxLossConfig:
+    """``model.box_loss``: the box-regression loss of the positive anchors and the clamp on the
+    decoded log-size deltas (``dw``, ``dh``) that keeps ``exp`` finite."""
+
+    name: str = "l1"  # l1 | smooth_l1 | giou
+    beta: float = 0.1  # smooth_l1 only
+    weight: float = 1.0
+    clamp: float = 4.135166556742356  # log(1000/16)
+
+    def validate(self, where: str) -> None:
+        _choice(where, "name", self.name, ("l1", "smooth_l1", "giou"))
+        _range(where, "beta", self.beta, 0.0, None)
+        _range(where, "weight", self.weight, 0.0, None)
+        _range(where, "clamp", self.clamp, 0.0, None, open_lo=True)
+
+
+@dataclass
+class InferenceConfig:
+    """``model.inference``: post-processing of the detections (no effect on training)."""
+
+    score_thresh: float = 0.05
+    topk_candidates: int = 1000  # per level, before NMS
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+    def validate(self, where: str) -> None:
+        _range(where, "score_thresh", self.score_thresh, 0.0, 1.0)
+        _range(where, "topk_candidates", self.topk_candidates, 1, 10**6)
+        _range(where, "nms_thresh", self.nms_thresh, 0.0, 1.0)
+        _range(where, "detections_per_img", self.detections_per_img, 1, 10**5)
+
+
+@dataclass
 class ModelConfig:
-    """RetinaNet architecture (docs/spec.md §4). Sizes in pixels of the network input."""
+    """RetinaNet (docs/spec.md §4): the architecture keys, flat, then one group per stage of the
+    detector that has settings of its own. Sizes in pixels of the network input."""
 
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet{10,18}_w{32,48} (narrow, CPU)
     backbone_weights: Optional[str] = None  # None | "imagenet" (online only) | path to a state_dict
@@ -51,56 +132,26 @@ class ModelConfig:
     head_width: int = 256
     head_norm: Optional[str] = None  # None | gn
     prior_prob: float = 0.01
-    anchor_sizes: Optional[list[float]] = None  # None → 32·2^(l−3) for P3..P7
-    anchor_scales: list[float] = field(default_factory=lambda: [1.0, 2 ** (1 / 3), 2 ** (2 / 3)])
-    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    fg_iou_thresh: float = 0.5
-    bg_iou_thresh: float = 0.4
-    allow_low_quality_matches: bool = True
-    crowd_ioa_thresh: Optional[float] = 0.5  # anchors with more of their area inside a crowd box are ignored
-    box_loss: str = "l1"  # l1 | smooth_l1 | giou
-    smooth_l1_beta: float = 0.1
-    box_loss_weight: float = 1.0
-    bbox_clamp: float = 4.135166556742356  # log(1000/16)
-    normalizer: str = "batch"  # batch | ema
-    normalizer_momentum: float = 0.9
-    score_thresh: float = 0.05
-    topk_candidates: int = 1000
-    nms_thresh: float = 0.5
-    detections_per_img: int = 100
     preset: Optional[str] = None  # None | torchvision_v1
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    box_loss: BoxLossConfig = field(default_factory=BoxLossConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def validate(self, where: str) -> None:
         _choice(where, "backbone", self.backbone, ("resnet18", "resnet34", "resnet50", "resnet101",
                                                    "resnet10_w32", "resnet18_w32", "resnet10_w48", "resnet18_w48"))
         _choice(where, "norm", self.norm, ("frozen_bn", "bn", "gn"))
         _choice(where, "p6_from", self.p6_from, ("c5", "p5"))
-        _choice(where, "box_loss", self.box_loss, ("l1", "smooth_l1", "giou"))
-        _choice(where, "normalizer", self.normalizer, ("batch", "ema"))
         _range(where, "prior_prob", self.prior_prob, 0.0, 1.0, open_lo=True, open_hi=True)
-        _range(where, "fg_iou_thresh", self.fg_iou_thresh, 0.0, 1.0)
-        _range(where, "bg_iou_thresh", self.bg_iou_thresh, 0.0, self.fg_iou_thresh)
-        _range(where, "nms_thresh", self.nms_thresh, 0.0, 1.0)
-        if self.crowd_ioa_thresh is not None:
-            _range(where, "crowd_ioa_thresh", self.crowd_ioa_thresh, 0.0, 1.0)
         if self.preset is not None:
             _choice(where, "preset", self.preset, ("torchvision_v1",))
-        if self.anchor_sizes is not None and len(self.anchor_sizes) != 5:
-            raise ConfigError(f"{where}.anchor_sizes: need 5 base sizes (P3..P7), got {len(self.anchor_sizes)}")
-        for name in ("anchor_sizes", "anchor_scales", "aspect_ratios"):
-            for v in getattr(self, name) or []:
-                _range(where, f"{name}[]", v, 0.0, MAX_PIXELS_PER_SIDE, open_lo=True)
-        _range(where, "smooth_l1_beta", self.smooth_l1_beta, 0.0, None)
-        _range(where, "box_loss_weight", self.box_loss_weight, 0.0, None)
-        _range(where, "normalizer_momentum", self.normalizer_momentum, 0.0, 1.0)
-        _range(where, "bbox_clamp", self.bbox_clamp, 0.0, None, open_lo=True)
-        _range(where, "score_thresh", self.score_thresh, 0.0, 1.0)
         _range(where, "head_depth", self.head_depth, 0, 64)
         for name in ("fpn_channels", "head_width"):
             _range(where, name, getattr(self, name), 1, 4096)
-        _range(where, "topk_candidates", self.topk_candidates, 1, 10**6)
-        _range(where, "detections_per_img", self.detections_per_img, 1, 10**5)
         _range(where, "frozen_stages", self.frozen_stages, 0, 5)
+        for group in ("anchors", "matching", "box_loss", "inference"):
+            getattr(self, group).validate(f"{where}.{group}")
 
 
 @dataclass
@@ -114,6 +165,35 @@ class LossConfig:
     # FOCALDET_COMPILE environment variable (default on). Off pays for short CPU runs, where the
     # one-time compile costs as long as the training (docs/cpu_presets.md).
     compile: Optional[bool] = None
+
+    def validate(self, where: str) -> None:
+        """The name and parameters against the loss itself (its signature and its ranges), once,
+        here: a wrong one fails when the config is loaded, before any data is generated or read."""
+        from focaldet.losses import LossConfigError, check_loss_params
+
+        _check_loss_params(where, self.params)
+        try:
+            check_loss_params(self.name, self.params)
+        except LossConfigError as e:
+            raise ConfigError(f"{where}.{_name(e.param)}: {str(e)[:300]}") from None
+
+
+@dataclass
+class GeneratorConfig:
+    """``data.generator``: how a benchmark named by ``data.benchmark`` is drawn (focaldet/data/benchmark)."""
+
+    train: int = 600  # images
+    val: int = 150
+    size: int = 288  # pixels per side
+    seed: int = 0
+    classes: str = "category"  # category | instance (lt-stamps: one class per cut-out)
+
+    def validate(self, where: str) -> None:
+        _choice(where, "classes", self.classes, ("category", "instance"))
+        for name in ("train", "val"):
+            _range(where, name, getattr(self, name), 1, 10**6)
+        _range(where, "size", self.size, 1, MAX_PIXELS_PER_SIDE)
+        _range(where, "seed", self.seed, 0, MAX_SEED)
 
 
 @dataclass
@@ -134,20 +214,15 @@ class DataConfig:
     strict: bool = False  # degenerate / outside boxes: False = drop and count, True = DataError
     batch_size: int = 2  # images per process
     num_workers: int = 2
-    # generator settings, used when `benchmark` is set
-    gen_train: int = 600
-    gen_val: int = 150
-    gen_size: int = 288
-    gen_seed: int = 0
-    gen_classes: str = "category"  # category | instance (lt-stamps: one class per cut-out)
-    # long-tail groups: classes with ≤ rare_max training images are rare, ≤ common_max common
+    # long-tail groups of the evaluation (any dataset, generated or not): classes with ≤ rare_max
+    # training images are rare, ≤ common_max common
     rare_max: Optional[int] = None  # None → scaled from LVIS's 10/100 to the dataset
     common_max: Optional[int] = None
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # used when `benchmark` is set
 
     def validate(self, where: str) -> None:
         if self.benchmark is not None:
             _choice(where, "benchmark", self.benchmark, ("lt-stamps", "lt-digits", "auto"))
-        _choice(where, "gen_classes", self.gen_classes, ("category", "instance"))
         # Upper bounds keep one typo from asking for hundreds of GB (a padded batch is
         # batch x 3 x max_size² bytes, rounded up to size_divisibility).
         _range(where, "batch_size", self.batch_size, 1, 4096)
@@ -156,10 +231,6 @@ class DataConfig:
         _range(where, "max_size", self.max_size, 1, MAX_PIXELS_PER_SIDE)
         _range(where, "test_size", self.test_size, 1, MAX_PIXELS_PER_SIDE)
         _range(where, "size_divisibility", self.size_divisibility, 1, 1024)
-        for name in ("gen_train", "gen_val"):
-            _range(where, name, getattr(self, name), 1, 10**6)
-        _range(where, "gen_size", self.gen_size, 1, MAX_PIXELS_PER_SIDE)
-        _range(where, "gen_seed", self.gen_seed, 0, MAX_SEED)
         for name in ("rare_max", "common_max"):
             if getattr(self, name) is not None:
                 _range(where, name, getattr(self, name), 0, None)
@@ -169,6 +240,7 @@ class DataConfig:
             raise ConfigError(f"{where}: data.train_sizes must not be empty")
         for s in self.train_sizes:
             _range(where, "train_sizes[]", s, 1, MAX_PIXELS_PER_SIDE)
+        self.generator.validate(f"{where}.generator")
 
 
 @dataclass
@@ -250,7 +322,7 @@ class Config:
     def validate(self) -> "Config":
         for sec in ("model", "data", "train", "runtime"):
             getattr(self, sec).validate(f"{self.source}: {sec}")
-        _check_loss_params(f"{self.source}: loss", self.loss.params)
+        self.loss.validate(f"{self.source}: loss")
         return self
 
     def to_dict(self) -> dict:
@@ -297,13 +369,12 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Optional[
             raise ConfigError(f"{source}: a value cannot be read ({str(e)[:80]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    raw = upgrade_keys(raw, source)
     file_loss = raw.get("loss") if isinstance(raw.get("loss"), dict) else {}
     file_loss_name, file_params = file_loss.get("name", "focal"), set(file_loss) - {"name", "track_grad_stats", "compile"}
     set_by_override = set()
     for ov in overrides or []:
-        key, value = parse_override(ov)
-        _set_dotted(raw, key, value, f"override '{_name(ov)}'")
-        set_by_override.add(key)
+        set_by_override.add(apply_override(raw, ov))
     _switch_loss(raw, source, file_loss_name, file_params, set_by_override)
     return config_from_dict(raw, source)
 
@@ -351,6 +422,96 @@ def _switch_loss(raw: dict, source: str, file_name: str, file_params: set, overr
               f"{source}); dropped", file=sys.stderr)
 
 
+# Keys of focaldet before the model and data sections were grouped (issue #13), and where they
+# are now. YAML files, overrides and the configs stored in checkpoints and run folders all go
+# through this one table. ``model.box_loss`` comes first: it was the loss's name and is now the
+# group that the next three keys move into.
+RENAMED_KEYS = {
+    "model.box_loss": "model.box_loss.name",  # only when its value is no mapping (the old form)
+    "model.smooth_l1_beta": "model.box_loss.beta",
+    "model.box_loss_weight": "model.box_loss.weight",
+    "model.bbox_clamp": "model.box_loss.clamp",
+    "model.anchor_sizes": "model.anchors.sizes",
+    "model.anchor_scales": "model.anchors.scales",
+    "model.aspect_ratios": "model.anchors.aspect_ratios",
+    "model.fg_iou_thresh": "model.matching.fg_iou_thresh",
+    "model.bg_iou_thresh": "model.matching.bg_iou_thresh",
+    "model.allow_low_quality_matches": "model.matching.allow_low_quality_matches",
+    "model.crowd_ioa_thresh": "model.matching.crowd_ioa_thresh",
+    "model.normalizer": "model.matching.normalizer",
+    "model.normalizer_momentum": "model.matching.normalizer_momentum",
+    "model.score_thresh": "model.inference.score_thresh",
+    "model.topk_candidates": "model.inference.topk_candidates",
+    "model.nms_thresh": "model.inference.nms_thresh",
+    "model.detections_per_img": "model.inference.detections_per_img",
+    "data.gen_train": "data.generator.train",
+    "data.gen_val": "data.generator.val",
+    "data.gen_size": "data.generator.size",
+    "data.gen_seed": "data.generator.seed",
+    "data.gen_classes": "data.generator.classes",
+}
+
+
+def _renamed(key: str, value: Any) -> Optional[str]:
+    """The new name of an old dotted ``key`` holding ``value``; None when ``key`` is current."""
+    if key == "model.box_loss" and isinstance(value, dict):
+        return None
+    return RENAMED_KEYS.get(key)
+
+
+def _note_renamed(moved: list[tuple[str, str]], where: str) -> None:
+    """One line on stderr (rank 0) for all the old keys of one file, checkpoint or override."""
+    if not moved or os.environ.get("RANK", "0") != "0":
+        return
+    (old, new), more = moved[0], len(moved) - 1
+    rest = f" (+{more} more renamed key{'s' * (more > 1)}; README, 'Configs')" if more else ""
+    print(f"focaldet: note: {_name(where)}: {old} is now {new}{rest}", file=sys.stderr)
+
+
+def upgrade_keys(raw: dict, where: str, *, note: bool = True) -> dict:
+    """``raw`` (a config mapping) with the old keys of :data:`RENAMED_KEYS` moved to their new
+    place, so that files, checkpoints and run folders written by an earlier focaldet still load;
+    ``note``: say so on stderr. ``raw`` itself is left as it was; a key given under both names
+    is an error."""
+    if not isinstance(raw, dict):
+        return raw
+    out = {sec: dict(v) if isinstance(v, dict) else v for sec, v in raw.items()}
+    moved = []
+    for old in RENAMED_KEYS:
+        sec, key = old.split(".")
+        section = out.get(sec)
+        if not isinstance(section, dict) or key not in section:
+            continue
+        new = _renamed(old, section[key])
+        if new is None:
+            continue
+        value = section.pop(key)
+        group, leaf = new.split(".")[1:]
+        sub = section.get(group)
+        sub = {} if sub is None else sub
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{where}: {sec}.{group}: expected a mapping, got {_short(sub)}")
+        if leaf in sub:
+            raise ConfigError(f"{where}: {old} (the old name of {new}) and {new} are both set; keep {new}")
+        section[group] = {**sub, leaf: value}
+        moved.append((old, new))
+    if note:
+        _note_renamed(moved, where)
+    return out
+
+
+def apply_override(raw: dict, text: str, where: str = "override") -> str:
+    """Parse one ``key=value`` override and set it in ``raw`` (an old key under its new name,
+    with a note). Returns the key as set."""
+    key, value = parse_override(text)
+    new = _renamed(key, value)
+    if new is not None:
+        _note_renamed([(key, new)], where)
+        key = new
+    _set_dotted(raw, key, value, f"{where} '{_name(text)}'")
+    return key
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{_name(text)}': expected key=value, e.g. train.epochs=6")
@@ -358,8 +519,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{_name(text)}': empty key")
-    if key.count(".") > 2:  # section.key (or loss.params.key): anything deeper is no config key
-        raise ConfigError(f"override {_name(key)}: too many dots; keys are section.key, e.g. train.epochs")
+    if key.count(".") > 2:  # section.key or section.group.key: anything deeper is no config key
+        raise ConfigError(f"override {_name(key)}: too many dots; keys are section.key or section.group.key, "
+                          f"e.g. train.epochs, model.anchors.sizes")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
@@ -383,8 +545,11 @@ def _set_dotted(d: dict, key: str, value: Any, where: str) -> None:
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    """A checked :class:`Config` from a mapping of sections (a loaded file, or the config stored in
+    a checkpoint, run folder or comparison plan; old key names are moved to their new place)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(raw).__name__}")
+    raw = upgrade_keys(raw, source)
     unknown = set(raw) - set(SECTIONS)
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {_short(sorted(map(str, unknown)))}; valid: {sorted(SECTIONS)}")
@@ -417,6 +582,8 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
 
 
 def _build_section(cls, sec: dict, where: str):
+    """``cls(**sec)`` with every key known and every value of its declared type; a group (a
+    nested dataclass such as ``model.anchors``) is built the same way from its mapping."""
     valid = {f.name: f for f in fields(cls)}
     hints = typing.get_type_hints(cls)
     out = {}
@@ -452,6 +619,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if tp is Any:
         return value
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {', '.join(f.name for f in fields(tp))}, "
+                              f"got {_short(value)}")
+        return _build_section(tp, value, where)
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -8,8 +8,8 @@ Layout of the output folder (nothing is written outside it):
     OUT/report.md, report.html    the report;  OUT/plots/*.png  its figures
 
 Every run uses the same config; only the loss (name and parameters), the arm's own overrides
-and ``runtime.seed`` differ. The data-generation seed (``data.gen_seed``) is never varied, so all
-runs see the same images.
+and ``runtime.seed`` differ. The data-generation seed (``data.generator.seed``) is never varied,
+so all runs see the same images.
 
 Resuming: a run is finished when its ``result.json`` exists (a diverged run is finished too: it
 is reported, not retried). Every other run is started with ``runtime.resume=auto``, so one that
@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from focaldet.analysis.arms import Arm, CompareError
 from focaldet.analysis.runs import RunRecord, read_run
-from focaldet.config import Config, config_from_dict, load_config, parse_override, _set_dotted
+from focaldet.config import Config, apply_override, config_from_dict, load_config, upgrade_keys
 from focaldet.utils.io import atomic_write_json
 
 
@@ -70,33 +70,28 @@ def run_config(base: Config, arm: Arm, seed: int, run_dir: Path) -> Config:
     params.update(arm.params)
     d["loss"] = {"name": arm.loss, **params, "track_grad_stats": track, "compile": compile_}
     for text in arm.overrides:
-        key, value = parse_override(text)
-        _set_dotted(d, key, value, f"arm {arm.name}: override '{text}'")
+        apply_override(d, text, f"arm {arm.name}: override")
     d["runtime"]["seed"] = int(seed)
     d["runtime"]["work_dir"] = str(run_dir)
     d["runtime"]["resume"] = "auto"
     return config_from_dict(d, source=f"{base.source} [{arm.name}, seed {seed}]")
 
 
+def run_dir_of(out: Path, arm: Arm, seed: int) -> Path:
+    """``OUT/runs/<arm>/seed<S>``; arm names are folder-safe (:func:`~focaldet.analysis.arms.arm_name`),
+    so a run directory never leaves ``out``."""
+    return out / "runs" / arm.name / f"seed{seed}"
+
+
 def plan_runs(base: Config, arms: Sequence[Arm], seeds: Sequence[int], out: Path) -> list[RunSpec]:
-    """Seed-major order, so an interrupted comparison has complete seed pairs early."""
+    """Seed-major order, so an interrupted comparison has complete seed pairs early. Every run's
+    config is checked here (its loss parameters included), before anything is trained."""
     specs = []
     for seed in seeds:
         for arm in arms:
-            run_dir = out / "runs" / arm.name / f"seed{seed}"
+            run_dir = run_dir_of(out, arm, seed)
             specs.append(RunSpec(arm, int(seed), run_dir, run_config(base, arm, seed, run_dir)))
     return specs
-
-
-def check_losses(arms: Sequence[Arm]) -> None:
-    """Build every arm's loss once so a wrong name or parameter fails before hours of training."""
-    from focaldet.losses import build_loss
-
-    for arm in arms:
-        try:
-            build_loss(arm.loss, num_classes=3, **arm.params)
-        except (ValueError, TypeError) as e:
-            raise CompareError(f"arm '{arm.name}': {e}") from None
 
 
 def _first_difference(a, b, prefix: str = "") -> Optional[str]:
@@ -122,7 +117,9 @@ def write_plan(out: Path, specs: Sequence[RunSpec], meta: dict) -> None:
             old = json.loads(plan_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise CompareError(f"{plan_path}: not valid JSON ({e}); delete it or use another --out") from None
-        for key, old_cfg in (old.get("runs") or {}).items():
+        for i, (key, old_cfg) in enumerate((old.get("runs") or {}).items()):
+            # a plan of an earlier focaldet: its runs' keys under their new names (one note)
+            old_cfg = upgrade_keys(old_cfg, str(plan_path), note=i == 0)
             if key in new_runs:
                 diff = _first_difference(old_cfg, new_runs[key])
                 if diff:
@@ -230,8 +227,7 @@ def compare(config, arms: Sequence[Arm], seeds: Sequence[int], out, *, overrides
         raise CompareError(f"seeds must be distinct and at least one, got {seeds}")
     base = load_config(config, list(overrides))
     baseline = resolve_baseline(arms, baseline)
-    check_losses(arms)
-    specs = plan_runs(base, arms, seeds, out)
+    specs = plan_runs(base, arms, seeds, out)  # checks every run's config, its loss included
     command = command or command_line()
     vers = versions()
     write_plan(out, specs, {"command": command, "versions": vers, "config": None if config is None else str(config),

@@ -17,8 +17,9 @@ DEMO_LOSS_DEFAULTS = ("modified_focal.max_weight=10",)
 
 # A shortened form of the same code path (CI's test and a quick look): a small benchmark and a
 # few iterations. It proves the plumbing, not the losses.
-QUICK_OVERRIDES = ("data.gen_train=48", "data.gen_val=16", "data.gen_size=160", "data.test_size=160",
-                   "data.train_sizes=[160]", "data.max_size=160", "data.batch_size=2", "train.max_iters=4", "train.warmup_iters=1",
+QUICK_OVERRIDES = ("data.generator.train=48", "data.generator.val=16", "data.generator.size=160",
+                   "data.test_size=160", "data.train_sizes=[160]", "data.max_size=160", "data.batch_size=2",
+                   "train.max_iters=4", "train.warmup_iters=1",
                    "train.milestones=[3]", "train.eval_interval=0", "train.ckpt_interval=4",
                    "runtime.log_interval=2")
 

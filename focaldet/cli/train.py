@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config file, or the name of a packaged preset (lt_stamps_cpu, "
                                        "lt_digits_cpu, ...); its sections are model, loss, data, train, runtime")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override config entries by dotted name, e.g. train.epochs=6 loss.gamma=1; "
-                             "values are read as YAML scalars")
+                        help="override config entries by dotted name, e.g. train.epochs=6 loss.gamma=1 "
+                             "model.anchors.sizes=[16,32,64,128,256]; values are read as YAML scalars")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                         help="continue an interrupted run: with no value, from the newest good checkpoint in "
                              "the run directory (same as runtime.resume=auto); or from the checkpoint file CKPT")

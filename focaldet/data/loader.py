@@ -45,8 +45,9 @@ def resolve_data(cfg, splits: tuple[str, ...] = ("train", "val")):
     from focaldet.data.benchmark import ensure_benchmark
 
     def make():
-        return ensure_benchmark(d.benchmark, d.root, train=d.gen_train, val=d.gen_val, size=d.gen_size,
-                                seed=d.gen_seed, classes=d.gen_classes)
+        g = d.generator
+        return ensure_benchmark(d.benchmark, d.root, train=g.train, val=g.val, size=g.size, seed=g.seed,
+                                classes=g.classes)
     # Rank 0 generates, the others wait and then find it cached. If rank 0 fails it leaves without
     # reaching the barrier, and the launcher stops the waiting ranks (see utils/dist.abort).
     if is_main_process():

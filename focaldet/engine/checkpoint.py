@@ -26,6 +26,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
+from focaldet.config import upgrade_keys
 from focaldet.errors import CheckpointError
 from focaldet.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -33,7 +34,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "iter", "config", "class_names")
 # Model-config keys that change the parameters; a checkpoint trained with other values cannot load.
 ARCH_KEYS = ("backbone", "norm", "fpn_channels", "p6_from", "head_depth", "head_width", "head_norm",
-             "anchor_sizes", "anchor_scales", "aspect_ratios", "preset")
+             "anchors.sizes", "anchors.scales", "anchors.aspect_ratios", "preset")
 _ITER_RE = re.compile(r"^iter_(\d+)\.pt$")
 # A torch.save zip stores its tensors uncompressed; a file declaring far more bytes than it holds
 # is a decompression bomb and is refused before anything is inflated.
@@ -48,7 +49,8 @@ RESUMABLE_KEYS = {
              "rare_max", "common_max"},
     "train": {"epochs", "max_iters", "eval_interval", "ckpt_interval", "keep_last", "nonfinite",
               "max_nonfinite_skips"},
-    "model": {"score_thresh", "topk_candidates", "nms_thresh", "detections_per_img"},
+    "model": {"inference.score_thresh", "inference.topk_candidates", "inference.nms_thresh",
+              "inference.detections_per_img"},
 }
 
 
@@ -143,6 +145,8 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
         raise CheckpointError(f"{path}: checkpoint format_version {str(version)[:40]} is newer than this focaldet "
                               f"supports ({FORMAT_VERSION})", hint="upgrade focaldet to load it")
     _check_fields(path, ckpt)
+    # Written by an earlier focaldet, the config may use old key names: read them as the new ones.
+    ckpt["config"] = upgrade_keys(ckpt["config"], str(path))
     return ckpt
 
 
@@ -196,7 +200,7 @@ def config_changes(old: dict, new: dict) -> tuple[list[tuple[str, Any, Any]], li
     iterations changes what the milestones mean."""
     allowed, refused = [], []
     for section in sorted(set(old) | set(new)):
-        o, n = old.get(section) or {}, new.get(section) or {}
+        o, n = flat_keys(old.get(section) or {}), flat_keys(new.get(section) or {})
         if section == "loss":  # a parameter left out means its default: compare what the loss used
             o, n = _with_loss_defaults(o), _with_loss_defaults(n)
         for key in sorted(set(o) | set(n)):
@@ -208,6 +212,18 @@ def config_changes(old: dict, new: dict) -> tuple[list[tuple[str, Any, Any]], li
                 ok = False
             (allowed if ok else refused).append(change)
     return allowed, refused
+
+
+def flat_keys(section: dict, prefix: str = "") -> dict:
+    """A config section with its groups spelled out (``{"anchors": {"sizes": s}}`` gives
+    ``{"anchors.sizes": s}``), so that a change is reported, and allowed, key by key."""
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _with_loss_defaults(loss: dict) -> dict:
@@ -230,7 +246,8 @@ def check_compatible(ckpt: dict, model_cfg: dict, num_classes: int, loss_name: s
     n_ckpt = len(ckpt["class_names"])
     if n_ckpt != num_classes:
         problems.append(f"number of classes {n_ckpt} in the checkpoint but {num_classes} in the dataset")
-    old = (ckpt.get("config") or {}).get("model", {})
+    old = flat_keys((ckpt.get("config") or {}).get("model", {}))
+    model_cfg = flat_keys(model_cfg)
     for key in ARCH_KEYS:
         if key in old and key in model_cfg and old[key] != model_cfg[key]:
             problems.append(f"model.{key}={old[key]!r} in the checkpoint but {model_cfg[key]!r} in the config")

@@ -115,7 +115,6 @@ def train(cfg: Config, *, raise_on_diverge: bool = True, stream=None, use_tqdm: 
     ``status="diverged"`` with ``diverged_at`` and ``message``."""
     t_start = time.time()
     stream = stream if stream is not None else sys.stdout
-    check_loss_config(cfg)
     device = dist.setup(cfg.runtime.device)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
@@ -185,18 +184,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-
-
-def check_loss_config(cfg: Config) -> None:
-    """Build the loss once for one class, so a wrong loss name or parameter fails before any data
-    is generated or read."""
-    from focaldet.losses import build_loss
-    try:
-        build_loss(cfg.loss.name, num_classes=1, track_grad_stats=False, **cfg.loss.params)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{cfg.source}: loss: {str(e)[:300]}") from None
 
 
 def build_data(cfg: Config):

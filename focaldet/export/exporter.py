@@ -78,12 +78,13 @@ def example_inputs(size: tuple[int, int], batch: int = 1, seed: int = 0):
 def metadata(cfg, ckpt, *, fmt: str, size, dynamic: bool, raw: bool, opset: Optional[int], softmax: bool) -> dict:
     """What a user of the file needs besides the tensors: classes, pre-processing, settings."""
     names = list(ckpt["class_names"])
+    infer = cfg.model.inference
     return {"format": fmt, "raw": raw, "input_size": list(size), "dynamic": dynamic, "opset": opset,
             "class_names": names, "cat_ids": [int(c) for c in ckpt.get("cat_ids") or range(len(names))],
             "test_size": cfg.data.test_size, "max_size": cfg.data.max_size,
-            "size_divisibility": SIZE_DIVISIBILITY, "score_thresh": cfg.model.score_thresh,
-            "nms_thresh": cfg.model.nms_thresh, "topk_candidates": cfg.model.topk_candidates,
-            "detections_per_img": cfg.model.detections_per_img, "softmax": softmax,
+            "size_divisibility": SIZE_DIVISIBILITY, "score_thresh": infer.score_thresh,
+            "nms_thresh": infer.nms_thresh, "topk_candidates": infer.topk_candidates,
+            "detections_per_img": infer.detections_per_img, "softmax": softmax,
             "input": "RGB float32 in [0, 1], zero-padded bottom/right; normalisation is inside the graph"}
 
 

@@ -5,7 +5,7 @@ One file per sigmoid loss holds its formula (value and gradient), its functional
 module; all of them run on the one fused pass of :mod:`focaldet.losses.fused`.
 """
 from focaldet.losses.base import LossModule, SigmoidLoss, SoftmaxLoss
-from focaldet.losses.build import LOSSES, build_loss, loss_names, loss_parameters
+from focaldet.losses.build import LOSSES, build_loss, check_loss_params, loss_names, loss_parameters
 from focaldet.losses.checks import LossConfigError
 from focaldet.losses.equalized_focal import EqualizedFocalLoss, efl_gamma, equalized_focal_loss
 from focaldet.losses.focal import BalancedBCELoss, BCELoss, FocalLoss, balanced_bce_loss, bce_loss, focal_loss
@@ -21,7 +21,8 @@ from focaldet.losses.softmax import (OHEMLoss, SampledLoss, SoftmaxCELoss, ohem_
 from focaldet.losses.varifocal import VarifocalLoss, varifocal_loss
 
 __all__ = [
-    "LOSSES", "build_loss", "loss_names", "loss_parameters", "LossConfigError", "GradStats", "Compiler",
+    "LOSSES", "build_loss", "check_loss_params", "loss_names", "loss_parameters", "LossConfigError",
+    "GradStats", "Compiler",
     "LossModule", "SigmoidLoss", "SoftmaxLoss",
     "BCELoss", "BalancedBCELoss", "FocalLoss", "ModifiedFocalLoss", "FocalStarLoss", "PolyFocalLoss", "GHMLoss",
     "QualityFocalLoss", "VarifocalLoss", "EqualizedFocalLoss", "SoftmaxCELoss", "OHEMLoss", "SampledLoss",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from focaldet.losses.checks import check_inputs, check_num_classes
+from focaldet.losses.checks import Range, check_inputs, check_num_classes
 from focaldet.losses.fused import Compiler
 from focaldet.losses.grad_stats import GradStats
 
@@ -27,15 +27,22 @@ class LossModule(nn.Module):
     name = ""
     family = ""
     needs_quality = False
+    ranges: dict[str, Range] = {}  # parameter -> allowed values; a parameter not listed is unchecked
 
     def __init__(self, num_classes: int, track_grad_stats: bool = False, compile: bool | None = None,
                  **params):
         super().__init__()
+        self.params = self.check_params(params)
         self.num_classes = check_num_classes(self.name, num_classes)
-        self.params = params
         sigmoid = self.family == "sigmoid"
         self.grad_stats = GradStats(num_classes) if track_grad_stats and sigmoid else None
         self.compiler = Compiler(compile) if sigmoid else None
+
+    @classmethod
+    def check_params(cls, params: dict) -> dict:
+        """``params`` with each value checked against :attr:`ranges` (and made float or int).
+        A class method, so a config can be checked at load time without building the module."""
+        return {k: cls.ranges[k].check(cls.name, k, v) if k in cls.ranges else v for k, v in params.items()}
 
     def extra_repr(self) -> str:
         return ", ".join([f"num_classes={self.num_classes}"] + [f"{k}={v}" for k, v in self.params.items()])

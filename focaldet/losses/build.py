@@ -1,4 +1,5 @@
-"""Choosing a loss by name: ``LOSSES`` (name → class), ``loss_names()`` and ``build_loss``."""
+"""Choosing a loss by name: ``LOSSES`` (name → class), ``loss_names()``, ``check_loss_params`` and
+``build_loss``."""
 from __future__ import annotations
 
 import inspect
@@ -33,6 +34,26 @@ def loss_parameters(name: str) -> dict:
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "compile"}
 
 
+def check_loss_params(name: str, params: dict) -> None:
+    """Check loss ``name`` and its keyword ``params`` without building it: the name, the parameter
+    names (against the loss's signature) and each value (against the loss's own ``ranges``, the
+    rule its constructor applies). Needs no ``num_classes``, so a config is checked once, when it
+    is loaded, before any data is generated or read.
+
+    Raises :class:`LossConfigError` whose ``param`` is the offending key (``"name"`` for an unknown
+    loss), with the valid names or parameters listed, or the allowed range.
+    """
+    if name not in LOSSES:
+        raise LossConfigError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}", param="name")
+    valid = loss_parameters(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        listed = ", ".join(f"{k}={v!r}" for k, v in valid.items()) or "(none)"
+        raise LossConfigError(f"loss '{name}': unknown parameter(s) {', '.join(unknown)}; "
+                              f"valid parameters (with defaults): {listed}", param=unknown[0])
+    LOSSES[name].check_params(params)
+
+
 def build_loss(name: str, *, num_classes: int, track_grad_stats: bool = False, compile: bool | None = None,
                **params) -> nn.Module:
     """Build loss ``name`` for ``num_classes`` foreground classes with keyword ``params``.
@@ -41,14 +62,8 @@ def build_loss(name: str, *, num_classes: int, track_grad_stats: bool = False, c
     2**20 elements); None reads ``FOCALDET_COMPILE`` once, now (default on). Softmax losses ignore it.
 
     Raises :class:`LossConfigError` (a ``ValueError``) naming the valid names or parameters when
-    ``name`` or a parameter is unknown, and the allowed range when a value is out of it.
+    ``name`` or a parameter is unknown, and the allowed range when a value is out of it
+    (see :func:`check_loss_params`).
     """
-    if name not in LOSSES:
-        raise LossConfigError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}")
-    valid = loss_parameters(name)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        listed = ", ".join(f"{k}={v!r}" for k, v in valid.items()) or "(none)"
-        raise LossConfigError(f"loss '{name}': unknown parameter(s) {', '.join(unknown)}; "
-                              f"valid parameters (with defaults): {listed}")
+    check_loss_params(name, params)
     return LOSSES[name](num_classes, track_grad_stats, compile=compile, **params)

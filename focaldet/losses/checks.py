@@ -1,8 +1,9 @@
-"""Checks shared by the losses: parameters (constructors and :func:`focaldet.losses.build_loss`)
-and the inputs of a call."""
+"""Checks shared by the losses: parameters (constructors, :func:`focaldet.losses.build_loss` and
+:func:`focaldet.losses.check_loss_params`) and the inputs of a call."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -12,29 +13,56 @@ from focaldet.errors import FocaldetError
 
 class LossConfigError(FocaldetError, ValueError):
     """A wrong loss name, an unknown parameter or a parameter out of its range; the message names
-    the loss and the parameter and lists what is valid."""
+    the loss and the parameter and lists what is valid. ``param`` is the offending key (``"name"``
+    for an unknown loss), so a config error can name ``loss.<param>``."""
+
+    def __init__(self, message: str, hint: str = "", *, param: str | None = None):
+        super().__init__(message, hint)
+        self.param = param
 
 
-def check_range(loss: str, name: str, value, low=None, high=None, *, low_open=False,
+def check_range(loss: str, name: str, value, low=None, high=None, *, low_open=False, high_open=False,
                 integer=False, allow_none=False):
     """Return ``value`` as float (or int) after checking ``low <= value <= high`` (``low < value``
-    when ``low_open``); raise :class:`LossConfigError` naming ``loss.name`` otherwise."""
+    when ``low_open``, ``value < high`` when ``high_open``); raise :class:`LossConfigError` naming
+    ``loss.name`` otherwise."""
     if value is None and allow_none:
         return None
+
+    def fail(what):
+        return LossConfigError(f"loss '{loss}': parameter '{name}' {what}, got {value!r}", param=name)
+
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise LossConfigError(f"loss '{loss}': parameter '{name}' must be a number, got {value!r}")
+        raise fail("must be a number")
     if integer and int(value) != value:
-        raise LossConfigError(f"loss '{loss}': parameter '{name}' must be an integer, got {value!r}")
+        raise fail("must be an integer")
     value = int(value) if integer else float(value)
     if not math.isfinite(value):
-        raise LossConfigError(f"loss '{loss}': parameter '{name}' must be finite, got {value!r}")
+        raise fail("must be finite")
     bad_low = low is not None and (value <= low if low_open else value < low)
-    bad_high = high is not None and value > high
+    bad_high = high is not None and (value >= high if high_open else value > high)
     if bad_low or bad_high:
         lo = "" if low is None else f"{low} {'<' if low_open else '<='} "
-        hi = "" if high is None else f" <= {high}"
-        raise LossConfigError(f"loss '{loss}': parameter '{name}' must satisfy {lo}{name}{hi}, got {value!r}")
+        hi = "" if high is None else f" {'<' if high_open else '<='} {high}"
+        raise fail(f"must satisfy {lo}{name}{hi}")
     return value
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of one loss parameter, declared next to the loss (its ``ranges``) so that
+    the same rule checks a constructor call and, without building anything, a config at load time."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    allow_none: bool = False
+
+    def check(self, loss: str, name: str, value):
+        return check_range(loss, name, value, self.low, self.high, low_open=self.low_open,
+                           high_open=self.high_open, integer=self.integer, allow_none=self.allow_none)
 
 
 def check_num_classes(loss: str, num_classes) -> int:

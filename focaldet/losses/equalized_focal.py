@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
-from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import Compiler, compute_dtype, sigmoid_loss, sigmoid_parts
 from focaldet.losses.grad_stats import GradStats
 
@@ -60,12 +60,11 @@ class EqualizedFocalLoss(SigmoidLoss):
 
     name = "equalized_focal"
 
+    ranges = {"gamma_b": Range(0, low_open=True), "scale": Range(0), "alpha": Range(0, 1)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = True, *, gamma_b: float = 2.0,
                  scale: float = 8.0, alpha: float = 0.25, compile: bool | None = None):
-        super().__init__(num_classes, True, compile,
-                         gamma_b=check_range(self.name, "gamma_b", gamma_b, 0, low_open=True),
-                         scale=check_range(self.name, "scale", scale, 0),
-                         alpha=check_range(self.name, "alpha", alpha, 0, 1))
+        super().__init__(num_classes, True, compile, gamma_b=gamma_b, scale=scale, alpha=alpha)
 
     def gamma(self) -> Tensor:
         """Current ``γ_j (K,)`` (what the next forward will use)."""

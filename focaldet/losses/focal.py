@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
-from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import Compiler, sigmoid_loss, sigmoid_parts
 from focaldet.losses.grad_stats import GradStats
 
@@ -60,10 +60,11 @@ def balanced_bce_loss(logits: Tensor, labels: Tensor, *, normalizer, alpha: floa
 class FocalLoss(SigmoidLoss):
     name = "focal"
 
+    ranges = {"gamma": Range(0), "alpha": Range(0, 1, allow_none=True)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, gamma: float = 2.0,
                  alpha: float | None = 0.25, compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile, gamma=check_range(self.name, "gamma", gamma, 0),
-                         alpha=check_range(self.name, "alpha", alpha, 0, 1, allow_none=True))
+        super().__init__(num_classes, track_grad_stats, compile, gamma=gamma, alpha=alpha)
 
     def _loss(self, logits, labels, *, normalizer, quality):
         return focal_loss(logits, labels, normalizer=normalizer, grad_stats=self.grad_stats,
@@ -83,9 +84,11 @@ class BCELoss(SigmoidLoss):
 class BalancedBCELoss(SigmoidLoss):
     name = "balanced_bce"
 
+    ranges = {"alpha": Range(0, 1)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, alpha: float = 0.75,
                  compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile, alpha=check_range(self.name, "alpha", alpha, 0, 1))
+        super().__init__(num_classes, track_grad_stats, compile, alpha=alpha)
 
     def _loss(self, logits, labels, *, normalizer, quality):
         return balanced_bce_loss(logits, labels, normalizer=normalizer, grad_stats=self.grad_stats,

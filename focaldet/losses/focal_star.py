@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
-from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import Compiler, sigmoid_loss, sigmoid_parts
 from focaldet.losses.grad_stats import GradStats
 
@@ -37,11 +37,11 @@ def focal_star_loss(logits: Tensor, labels: Tensor, *, normalizer, gamma: float 
 class FocalStarLoss(SigmoidLoss):
     name = "focal_star"
 
+    ranges = {"gamma": Range(0, low_open=True), "beta": Range(), "alpha": Range(0, 1)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, gamma: float = 2.0,
                  beta: float = 1.0, alpha: float = 0.25, compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile,
-                         gamma=check_range(self.name, "gamma", gamma, 0, low_open=True),
-                         beta=check_range(self.name, "beta", beta), alpha=check_range(self.name, "alpha", alpha, 0, 1))
+        super().__init__(num_classes, track_grad_stats, compile, gamma=gamma, beta=beta, alpha=alpha)
 
     def _loss(self, logits, labels, *, normalizer, quality):
         return focal_star_loss(logits, labels, normalizer=normalizer, grad_stats=self.grad_stats,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
-from focaldet.losses.checks import LossConfigError, as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import Compiler, compute_dtype, positive_mask, sigmoid_loss
 from focaldet.losses.grad_stats import GradStats
 
@@ -86,14 +86,11 @@ class GHMLoss(SigmoidLoss):
 
     name = "ghm"
 
+    ranges = {"bins": Range(1, integer=True), "momentum": Range(0, 1, high_open=True)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, bins: int = 10,
                  momentum: float = 0.75, compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile,
-                         bins=check_range(self.name, "bins", bins, 1, integer=True),
-                         momentum=check_range(self.name, "momentum", momentum, 0, 1))
-        if self.params["momentum"] >= 1:
-            raise LossConfigError(
-                f"loss '{self.name}': parameter 'momentum' must satisfy 0 <= momentum < 1, got {momentum!r}")
+        super().__init__(num_classes, track_grad_stats, compile, bins=bins, momentum=momentum)
         self.register_buffer("acc_sum", torch.zeros(self.params["bins"], dtype=torch.float32))
 
     def _loss(self, logits, labels, *, normalizer, quality):

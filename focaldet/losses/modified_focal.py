@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
-from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import Compiler, sigmoid_loss, sigmoid_parts
 from focaldet.losses.grad_stats import GradStats
 
@@ -47,12 +47,11 @@ def modified_focal_loss(logits: Tensor, labels: Tensor, *, normalizer, gamma: fl
 class ModifiedFocalLoss(SigmoidLoss):
     name = "modified_focal"
 
+    ranges = {"gamma": Range(0), "alpha": Range(0, 1), "max_weight": Range(0, low_open=True, allow_none=True)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, gamma: float = 2.0,
                  alpha: float = 0.25, max_weight: float | None = None, compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile, gamma=check_range(self.name, "gamma", gamma, 0),
-                         alpha=check_range(self.name, "alpha", alpha, 0, 1),
-                         max_weight=check_range(self.name, "max_weight", max_weight, 0, low_open=True,
-                                                allow_none=True))
+        super().__init__(num_classes, track_grad_stats, compile, gamma=gamma, alpha=alpha, max_weight=max_weight)
 
     def _loss(self, logits, labels, *, normalizer, quality):
         return modified_focal_loss(logits, labels, normalizer=normalizer, grad_stats=self.grad_stats,

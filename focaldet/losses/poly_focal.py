@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
-from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import Compiler, sigmoid_loss, sigmoid_parts
 from focaldet.losses.grad_stats import GradStats
 
@@ -43,11 +43,11 @@ def poly_focal_loss(logits: Tensor, labels: Tensor, *, normalizer, gamma: float 
 class PolyFocalLoss(SigmoidLoss):
     name = "poly_focal"
 
+    ranges = {"gamma": Range(0), "alpha": Range(0, 1), "epsilon": Range(-1)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, gamma: float = 2.0,
                  alpha: float = 0.25, epsilon: float = 1.0, compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile, gamma=check_range(self.name, "gamma", gamma, 0),
-                         alpha=check_range(self.name, "alpha", alpha, 0, 1),
-                         epsilon=check_range(self.name, "epsilon", epsilon, -1))
+        super().__init__(num_classes, track_grad_stats, compile, gamma=gamma, alpha=alpha, epsilon=epsilon)
 
     def _loss(self, logits, labels, *, normalizer, quality):
         return poly_focal_loss(logits, labels, normalizer=normalizer, grad_stats=self.grad_stats,

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
-from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import Compiler, sigmoid_loss, sigmoid_parts
 from focaldet.losses.grad_stats import GradStats
 
@@ -40,9 +40,11 @@ class QualityFocalLoss(SigmoidLoss):
     name = "quality_focal"
     needs_quality = True
 
+    ranges = {"beta": Range(0)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, beta: float = 2.0,
                  compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile, beta=check_range(self.name, "beta", beta, 0))
+        super().__init__(num_classes, track_grad_stats, compile, beta=beta)
 
     def _loss(self, logits, labels, *, normalizer, quality):
         return quality_focal_loss(logits, labels, normalizer=normalizer, quality=quality,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from focaldet.losses.base import SoftmaxLoss
-from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import compute_dtype
 
 
@@ -89,10 +89,11 @@ def sampled_loss(logits: Tensor, labels: Tensor, *, normalizer, batch_size_per_i
 class SoftmaxCELoss(SoftmaxLoss):
     name = "softmax_ce"
 
+    ranges = {"label_smoothing": Range(0, 1)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, label_smoothing: float = 0.0,
                  compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile,
-                         label_smoothing=check_range(self.name, "label_smoothing", label_smoothing, 0, 1))
+        super().__init__(num_classes, track_grad_stats, compile, label_smoothing=label_smoothing)
 
     def _loss(self, logits, labels, *, normalizer, batch_index):
         return softmax_ce_loss(logits, labels, normalizer=normalizer, **self.params)
@@ -101,10 +102,11 @@ class SoftmaxCELoss(SoftmaxLoss):
 class OHEMLoss(SoftmaxLoss):
     name = "ohem"
 
+    ranges = {"neg_pos_ratio": Range(0)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, neg_pos_ratio: float = 3.0,
                  compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile,
-                         neg_pos_ratio=check_range(self.name, "neg_pos_ratio", neg_pos_ratio, 0))
+        super().__init__(num_classes, track_grad_stats, compile, neg_pos_ratio=neg_pos_ratio)
 
     def _loss(self, logits, labels, *, normalizer, batch_index):
         return ohem_loss(logits, labels, normalizer=normalizer, batch_index=batch_index, **self.params)
@@ -113,12 +115,12 @@ class OHEMLoss(SoftmaxLoss):
 class SampledLoss(SoftmaxLoss):
     name = "sampled"
 
+    ranges = {"batch_size_per_image": Range(1, integer=True), "positive_fraction": Range(0, 1)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, batch_size_per_image: int = 256,
                  positive_fraction: float = 0.25, compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile,
-                         batch_size_per_image=check_range(self.name, "batch_size_per_image", batch_size_per_image,
-                                                          1, integer=True),
-                         positive_fraction=check_range(self.name, "positive_fraction", positive_fraction, 0, 1))
+        super().__init__(num_classes, track_grad_stats, compile, batch_size_per_image=batch_size_per_image,
+                         positive_fraction=positive_fraction)
 
     def _loss(self, logits, labels, *, normalizer, batch_index):
         return sampled_loss(logits, labels, normalizer=normalizer, batch_index=batch_index, **self.params)

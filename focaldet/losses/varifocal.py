@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from focaldet.losses.base import SigmoidLoss
-from focaldet.losses.checks import as_normalizer, check_range
+from focaldet.losses.checks import Range, as_normalizer
 from focaldet.losses.fused import Compiler, sigmoid_loss, sigmoid_parts
 from focaldet.losses.grad_stats import GradStats
 
@@ -40,10 +40,11 @@ class VarifocalLoss(SigmoidLoss):
     name = "varifocal"
     needs_quality = True
 
+    ranges = {"alpha": Range(0, 1), "gamma": Range(0)}
+
     def __init__(self, num_classes: int, track_grad_stats: bool = False, *, alpha: float = 0.75,
                  gamma: float = 2.0, compile: bool | None = None):
-        super().__init__(num_classes, track_grad_stats, compile, alpha=check_range(self.name, "alpha", alpha, 0, 1),
-                         gamma=check_range(self.name, "gamma", gamma, 0))
+        super().__init__(num_classes, track_grad_stats, compile, alpha=alpha, gamma=gamma)
 
     def _loss(self, logits, labels, *, normalizer, quality):
         return varifocal_loss(logits, labels, normalizer=normalizer, quality=quality,

@@ -17,24 +17,35 @@ from focaldet.model.retinanet import RetinaNet
 PRESETS: dict[str, dict] = {
     # torchvision.models.detection.retinanet_resnet50_fpn (v1): P6 from P5, integer anchor sizes with
     # rounded corners (see anchors.torchvision_anchor_sizes), 300 detections per image.
-    "torchvision_v1": {"p6_from": "p5", "detections_per_img": 300},
+    "torchvision_v1": {"p6_from": "p5", "inference.detections_per_img": 300},
 }
 _DEFAULTS = ModelConfig()
+
+
+def _get(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _replace(obj, dotted: str, value):
+    """A copy of dataclass ``obj`` with the (possibly grouped) field ``dotted`` set to ``value``."""
+    head, _, rest = dotted.partition(".")
+    return dataclasses.replace(obj, **{head: _replace(getattr(obj, head), rest, value) if rest else value})
 
 
 def resolve_preset(mc: ModelConfig) -> tuple[ModelConfig, list[list[float]], bool]:
     """Apply ``mc.preset`` and return (resolved config, anchor sizes per level, round anchor corners)."""
     if mc.preset is not None and mc.preset not in PRESETS:
         raise ConfigError(f"model.preset: {mc.preset!r} is not one of {', '.join(PRESETS)}")
-    changes = {}
     for key, value in PRESETS.get(mc.preset, {}).items():
-        if getattr(mc, key) == getattr(_DEFAULTS, key):
-            changes[key] = value
-    mc = dataclasses.replace(mc, **changes)
-    default_anchors = mc.anchor_sizes is None and mc.anchor_scales == _DEFAULTS.anchor_scales
+        if _get(mc, key) == _get(_DEFAULTS, key):
+            mc = _replace(mc, key, value)
+    anchors = mc.anchors
+    default_anchors = anchors.sizes is None and anchors.scales == _DEFAULTS.anchors.scales
     if mc.preset == "torchvision_v1" and default_anchors:
         return mc, torchvision_anchor_sizes(), True
-    return mc, default_anchor_sizes(mc.anchor_sizes, mc.anchor_scales), False
+    return mc, default_anchor_sizes(anchors.sizes, anchors.scales), False
 
 
 def build_model(cfg: Config, num_classes: int) -> RetinaNet:
@@ -57,15 +68,16 @@ def build_model(cfg: Config, num_classes: int) -> RetinaNet:
         backbone = ResNetBackbone(mc.backbone, norm=mc.norm, frozen_stages=mc.frozen_stages,
                                   weights=mc.backbone_weights)
     fpn = FPN(backbone.out_channels, mc.fpn_channels, p6_from=mc.p6_from)
-    anchor_generator = AnchorGenerator(sizes, mc.aspect_ratios, round_corners=round_corners)
+    anchor_generator = AnchorGenerator(sizes, mc.anchors.aspect_ratios, round_corners=round_corners)
     head = RetinaNetHead(mc.fpn_channels, anchor_generator.num_anchors, num_classes, depth=mc.head_depth,
                          width=mc.head_width, norm=mc.head_norm, prior_prob=mc.prior_prob,
                          softmax=getattr(cls_loss, "family", "sigmoid") == "softmax")
+    match, box, infer = mc.matching, mc.box_loss, mc.inference
     return RetinaNet(backbone, fpn, head, anchor_generator, cls_loss, num_classes=num_classes,
-                     matcher=Matcher(mc.fg_iou_thresh, mc.bg_iou_thresh, mc.allow_low_quality_matches),
-                     box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0), clamp=mc.bbox_clamp), box_loss=mc.box_loss,
-                     smooth_l1_beta=mc.smooth_l1_beta, box_loss_weight=mc.box_loss_weight,
-                     normalizer=mc.normalizer, normalizer_momentum=mc.normalizer_momentum,
-                     crowd_ioa_thresh=mc.crowd_ioa_thresh, score_thresh=mc.score_thresh,
-                     topk_candidates=mc.topk_candidates, nms_thresh=mc.nms_thresh,
-                     detections_per_img=mc.detections_per_img)
+                     matcher=Matcher(match.fg_iou_thresh, match.bg_iou_thresh, match.allow_low_quality_matches),
+                     box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0), clamp=box.clamp), box_loss=box.name,
+                     smooth_l1_beta=box.beta, box_loss_weight=box.weight,
+                     normalizer=match.normalizer, normalizer_momentum=match.normalizer_momentum,
+                     crowd_ioa_thresh=match.crowd_ioa_thresh, score_thresh=infer.score_thresh,
+                     topk_candidates=infer.topk_candidates, nms_thresh=infer.nms_thresh,
+                     detections_per_img=infer.detections_per_img)

@@ -65,12 +65,12 @@ def test_run_configs_differ_only_in_loss_and_seed(tmp_path: Path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("loss: {name: focal, gamma: 3, alpha: 0.5}\ntrain: {epochs: 2}\n")
     base = load_config(cfg_file, ["train.base_lr=0.02"])
-    arms = build_arms(["focal", "equalized_focal"], per_loss={"equalized_focal": {"scale_factor": 4}})
+    arms = build_arms(["focal", "equalized_focal"], per_loss={"equalized_focal": {"scale": 4}})
     specs = plan_runs(base, arms, [0, 1], tmp_path / "out")
     assert [s.key for s in specs] == ["focal/seed0", "equalized_focal/seed0", "focal/seed1", "equalized_focal/seed1"]
     focal1, efl1 = specs[2].cfg, specs[3].cfg
     assert focal1.loss.name == "focal" and focal1.loss.params == {"gamma": 3, "alpha": 0.5}  # base params kept
-    assert efl1.loss.name == "equalized_focal" and efl1.loss.params == {"scale_factor": 4}  # not focal's
+    assert efl1.loss.name == "equalized_focal" and efl1.loss.params == {"scale": 4}  # not focal's
     assert focal1.runtime.seed == 1 and focal1.runtime.resume == "auto"
     assert Path(efl1.runtime.work_dir) == tmp_path / "out" / "runs" / "equalized_focal" / "seed1"
     a, b = focal1.to_dict(), efl1.to_dict()

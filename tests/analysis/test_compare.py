@@ -11,6 +11,7 @@ import pytest
 from focaldet.analysis.arms import CompareError, build_arms
 from focaldet.analysis.compare import compare
 from focaldet.analysis.runs import METRICS
+from focaldet.config import ConfigError
 
 pytestmark = pytest.mark.timeout(900)  # a hang guard: the shared CPU can be 5x oversubscribed
 
@@ -164,3 +165,19 @@ def test_report_only_reports_missing_runs_without_training(tiny):
     row = next(r for r in _table_rows((out / "report.md").read_text(), "Results: mean ± std over seeds")
                if r[0] == "focal")
     assert row[1] == "1/2 (1 not run)"
+
+
+@pytest.mark.parametrize("losses,sweeps,per_loss,needle", [
+    (["focal"], ["focal.gamma=1,-1"], None,
+     "[focal-gamma-1, seed 0]: loss.gamma: loss 'focal': parameter 'gamma' must satisfy 0 <= gamma"),
+    (["focal", "modified_focal"], [], {"modified_focal": {"gama": 1}},
+     "[modified_focal, seed 0]: loss.gama: loss 'modified_focal': unknown parameter(s) gama"),
+])
+def test_an_arm_with_a_bad_loss_parameter_is_refused_at_plan_time(tmp_path, losses, sweeps, per_loss, needle):
+    """Checked by the config's own loss check when the runs are planned: nothing trained, no plan written."""
+    arms = build_arms(losses, sweeps, per_loss)
+    trained = []
+    with pytest.raises(ConfigError) as e:
+        compare(None, arms, [0, 1], tmp_path / "out", train_fn=lambda cfg, **kw: trained.append(cfg), plots=False)
+    assert needle in str(e.value)
+    assert not trained and not (tmp_path / "out" / "plan.json").exists()

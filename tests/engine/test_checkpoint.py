@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from focaldet.engine.checkpoint import (FORMAT_VERSION, CheckpointManager, capture_rng_state, check_compatible,
-                                        load_checkpoint, restore_rng_state, save_checkpoint)
+                                        config_changes, load_checkpoint, restore_rng_state, save_checkpoint)
 from focaldet.errors import CheckpointError
 
 
@@ -67,6 +67,35 @@ def test_wrong_model_config_and_class_count_named():
     with pytest.raises(CheckpointError, match="number of classes 2 in the checkpoint but 5"):
         check_compatible(ckpt, {"head_width": 64}, 5, "focal", "c.pt")
     check_compatible(ckpt, {"head_width": 64}, 2, "focal", "c.pt")
+
+
+def test_a_checkpoint_of_an_earlier_focaldet_reads_its_old_config_keys(tmp_path, capsys):
+    """Its config stores every model and data key flat: read under the new names, it resumes and
+    evaluates with today's config, and a real change is still named (by its new name)."""
+    from focaldet.config import load_config
+
+    cfg = load_config(None, ["model.anchors.sizes=[16,32,64,128,256]", "model.inference.score_thresh=0.1"])
+    new = cfg.to_dict()
+    old_model = {k: v for k, v in new["model"].items() if not isinstance(v, dict)}
+    old_model.update(anchor_sizes=[16, 32, 64, 128, 256], anchor_scales=new["model"]["anchors"]["scales"],
+                     aspect_ratios=[0.5, 1.0, 2.0], score_thresh=0.1, box_loss="l1", bbox_clamp=4.135166556742356)
+    old_data = {k: v for k, v in new["data"].items() if k != "generator"}
+    old_data.update(gen_train=600, gen_val=150, gen_size=288, gen_seed=0, gen_classes="category")
+    state = {**_state(), "config": {**new, "model": old_model, "data": old_data}}
+    save_checkpoint(tmp_path / "old.pt", state)
+    ckpt = load_checkpoint(tmp_path / "old.pt")
+    assert f"focaldet: note: {tmp_path / 'old.pt'}: model.box_loss is now model.box_loss.name" in capsys.readouterr().err
+    assert ckpt["config"]["model"]["anchors"]["sizes"] == [16, 32, 64, 128, 256]
+    assert "anchor_sizes" not in ckpt["config"]["model"] and ckpt["config"]["data"]["generator"]["seed"] == 0
+    assert config_changes(ckpt["config"], new) == ([], [])
+    check_compatible(ckpt, new["model"], 2, "focal", "old.pt")
+    other = load_config(None, ["model.anchors.sizes=[32,64,128,256,512]", "model.inference.score_thresh=0.2",
+                               "data.generator.seed=1"]).to_dict()
+    allowed, refused = config_changes(ckpt["config"], other)
+    assert [k for k, _, _ in allowed] == ["model.inference.score_thresh"]
+    assert [k for k, _, _ in refused] == ["data.generator.seed", "model.anchors.sizes"]
+    with pytest.raises(CheckpointError, match=r"model.anchors.sizes=\[16, 32, 64, 128, 256\] in the checkpoint"):
+        check_compatible(ckpt, other["model"], 2, "focal", "old.pt")
 
 
 def test_keep_last_best_and_fallback_to_previous_good(tmp_path):

@@ -25,7 +25,7 @@ def test_unknown_optimizer_names_the_key():
 def test_cpu_presets_load_with_their_optimizer(name, optimizer):
     cfg = load_config(PRESETS / name)
     assert cfg.train.optimizer == optimizer
-    assert cfg.model.anchor_sizes is not None and len(cfg.model.anchor_sizes) == 5
+    assert cfg.model.anchors.sizes is not None and len(cfg.model.anchors.sizes) == 5
 
 
 def test_adamw_moments_match_float64_formulas(write_tiny_config, tmp_path):

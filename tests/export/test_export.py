@@ -163,7 +163,7 @@ def random_checkpoint(tmp_path, loss="focal", **model_cfg):
     from focaldet.model import build_model
 
     cfg = config_from_dict({"model": {"backbone": "resnet18", "norm": "gn", "frozen_stages": 0, "fpn_channels": 16,
-                                      "head_depth": 1, "head_width": 16, "anchor_sizes": [16, 32, 64, 128, 256],
+                                      "head_depth": 1, "head_width": 16, "anchors": {"sizes": [16, 32, 64, 128, 256]},
                                       **model_cfg}, "loss": {"name": loss}})
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=3).eval()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from focaldet.errors import FocaldetError
-from focaldet.losses import LOSSES, LossConfigError, build_loss, loss_names
+from focaldet.losses import LOSSES, LossConfigError, build_loss, check_loss_params, loss_names, loss_parameters
 
 SPEC_NAMES = ["bce", "balanced_bce", "focal", "modified_focal", "focal_star", "poly_focal", "ghm", "quality_focal",
               "varifocal", "equalized_focal", "softmax_ce", "ohem", "sampled"]
@@ -31,7 +31,7 @@ def test_unknown_parameter_lists_valid_parameters():
         build_loss("focal", num_classes=3, gama=2)
 
 
-@pytest.mark.parametrize("name,params,match", [
+RANGE_CASES = [
     ("focal", {"gamma": -1}, "gamma"),
     ("focal", {"alpha": 1.5}, "0 <= alpha <= 1"),
     ("balanced_bce", {"alpha": -0.1}, "alpha"),
@@ -39,10 +39,42 @@ def test_unknown_parameter_lists_valid_parameters():
     ("focal_star", {"gamma": 0}, "0 < gamma"),
     ("equalized_focal", {"scale": -1}, "scale"),
     ("ghm", {"bins": 2.5}, "integer"),
-    ("ghm", {"momentum": 1.0}, "momentum"),
+    ("ghm", {"momentum": 1.0}, "0 <= momentum < 1"),
     ("sampled", {"positive_fraction": 2}, "positive_fraction"),
     ("focal", {"gamma": "two"}, "number"),
-])
+]
+
+
+@pytest.mark.parametrize("name,params,match", RANGE_CASES)
 def test_range_checks(name, params, match):
     with pytest.raises(LossConfigError, match=match):
         build_loss(name, num_classes=3, **params)
+
+
+@pytest.mark.parametrize("name,params,match", RANGE_CASES)
+def test_check_loss_params_applies_the_same_ranges_without_building(name, params, match, monkeypatch):
+    from focaldet.losses.base import LossModule
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("check_loss_params built the loss")
+    monkeypatch.setattr(LossModule, "__init__", no_build)  # every loss's constructor ends up here
+    with pytest.raises(LossConfigError, match=match) as e:
+        check_loss_params(name, params)
+    assert e.value.param == next(iter(params))  # the key a config error names as loss.<param>
+
+
+def test_check_loss_params_names_the_unknown_parameter_or_loss():
+    with pytest.raises(LossConfigError, match=r"unknown parameter\(s\) gama") as e:
+        check_loss_params("focal", {"gamma": 1, "gama": 2})
+    assert e.value.param == "gama"
+    with pytest.raises(LossConfigError, match="valid names: bce") as e:
+        check_loss_params("focall", {})
+    assert e.value.param == "name"
+    check_loss_params("focal", {"gamma": 0, "alpha": None})  # in range: no error
+
+
+def test_every_loss_parameter_has_a_declared_range():
+    """The load-time check reads the ranges; one missing would let any value through to the build."""
+    for name, cls in LOSSES.items():
+        assert set(cls.ranges) == set(loss_parameters(name)), name
+        check_loss_params(name, loss_parameters(name))  # the defaults are in range

@@ -44,25 +44,27 @@ def _torchvision_model():
 
 
 def _our_model(**overrides):
-    cfg = load_config(None, ["model.preset=torchvision_v1", f"model.score_thresh={SCORE_THRESH}"])
+    cfg = load_config(None, ["model.preset=torchvision_v1", f"model.inference.score_thresh={SCORE_THRESH}"])
     mc, sizes, round_corners = resolve_preset(cfg.model)
     backbone = ResNetBackbone("resnet50", norm=mc.norm, frozen_stages=mc.frozen_stages)
     fpn = FPN(backbone.out_channels, mc.fpn_channels, p6_from=mc.p6_from)
-    anchors = AnchorGenerator(sizes, mc.aspect_ratios, round_corners=round_corners)
+    anchors = AnchorGenerator(sizes, mc.anchors.aspect_ratios, round_corners=round_corners)
     head = RetinaNetHead(mc.fpn_channels, anchors.num_anchors, 91, depth=mc.head_depth, width=mc.head_width)
-    return RetinaNet(backbone, fpn, head, anchors, build_loss("focal", num_classes=91), num_classes=91, score_thresh=mc.score_thresh,
-                     topk_candidates=mc.topk_candidates, nms_thresh=mc.nms_thresh,
-                     detections_per_img=mc.detections_per_img)
+    infer = mc.inference
+    return RetinaNet(backbone, fpn, head, anchors, build_loss("focal", num_classes=91), num_classes=91,
+                     score_thresh=infer.score_thresh, topk_candidates=infer.topk_candidates,
+                     nms_thresh=infer.nms_thresh, detections_per_img=infer.detections_per_img)
 
 
 def test_preset_is_torchvision_v1():
     mc, sizes, round_corners = resolve_preset(load_config(None, ["model.preset=torchvision_v1"]).model)
-    assert mc.p6_from == "p5" and mc.detections_per_img == 300 and round_corners
+    assert mc.p6_from == "p5" and mc.inference.detections_per_img == 300 and round_corners
     assert sizes[0] == [32, 40, 50] and sizes[2] == [128, 161, 203] and sizes[4] == [512, 645, 812]
-    assert (mc.score_thresh, mc.nms_thresh, mc.topk_candidates) == (0.05, 0.5, 1000)
+    assert (mc.inference.score_thresh, mc.inference.nms_thresh, mc.inference.topk_candidates) == (0.05, 0.5, 1000)
     # a value the user set explicitly wins over the preset
-    mc2, _, _ = resolve_preset(load_config(None, ["model.preset=torchvision_v1", "model.detections_per_img=50"]).model)
-    assert mc2.detections_per_img == 50
+    mc2, _, _ = resolve_preset(load_config(None, ["model.preset=torchvision_v1",
+                                                  "model.inference.detections_per_img=50"]).model)
+    assert mc2.inference.detections_per_img == 50
 
 
 def test_same_detections_as_torchvision_on_astronaut():

@@ -90,7 +90,7 @@ def test_overfits_one_real_image_to_ap50_of_one():
 
 
 def test_eval_outputs_follow_the_contract():
-    model = tiny_model("focal", "model.score_thresh=0.0", "model.detections_per_img=7").eval()
+    model = tiny_model("focal", "model.inference.score_thresh=0.0", "model.inference.detections_per_img=7").eval()
     images, _, _ = _batch()
     sizes = [(SIZE, SIZE), (90, 100)]  # the second image is padded at right/bottom
     with torch.no_grad():
@@ -105,7 +105,7 @@ def test_eval_outputs_follow_the_contract():
 
 
 def test_input_not_multiple_of_128_is_padded():
-    model = tiny_model("focal", "model.score_thresh=0.0").eval()
+    model = tiny_model("focal", "model.inference.score_thresh=0.0").eval()
     image, _ = pasted_scene()
     with torch.no_grad():
         out = model(image[None, :, :100, :120], [(100, 120)])
@@ -118,7 +118,7 @@ def test_normalizer_counts_positives_and_ema_follows_detectron2():
     out = model(images, sizes, targets)
     n = out["num_pos"].item()
     assert n >= 3  # at least one anchor per object (low-quality matches)
-    ema = tiny_model("focal", "model.normalizer=ema")
+    ema = tiny_model("focal", "model.matching.normalizer=ema")
     ema(images, sizes, targets)
     assert ema.ema_num_pos.item() == pytest.approx(0.9 * 100 + 0.1 * n)
     assert "ema_num_pos" in ema.state_dict()
@@ -133,7 +133,7 @@ def test_normalizer_counts_positives_and_ema_follows_detectron2():
 @pytest.mark.parametrize("box_loss", ["smooth_l1", "giou"])
 def test_box_loss_options(box_loss):
     images, sizes, targets = _batch()
-    model = tiny_model("focal", f"model.box_loss={box_loss}")
+    model = tiny_model("focal", f"model.box_loss.name={box_loss}")
     out = model(images, sizes, targets)
     assert math.isfinite(out["loss_box"].item()) and out["loss_box"].item() > 0
     out["loss_box"].backward()

@@ -79,7 +79,7 @@ def test_wheel_installed_elsewhere_runs_the_quick_paths(tmp_path):
     out = run(focaldet, "data", "make", "lt-digits", "--out", "digits", "--train", "12", "--val", "4",
               "--size", "128", "--quiet")
     assert "wrote 16 images" in out and (work / "digits" / "annotations" / "train.json").is_file()
-    out = run(focaldet, "train", "lt_digits_cpu", "--no-progress", "data.gen_train=16", "data.gen_val=4",
+    out = run(focaldet, "train", "lt_digits_cpu", "--no-progress", "data.generator.train=16", "data.generator.val=4",
               "data.batch_size=2", "data.num_workers=0", "train.max_iters=2", "train.warmup_iters=1",
               "train.milestones=[2]", "runtime.work_dir=runs/tiny", "runtime.threads=1")
     assert "finished 2 iterations" in out and (work / "runs" / "tiny" / "checkpoints" / "last.pt").is_file()

@@ -174,10 +174,10 @@ def test_a_real_checkpoint_is_not_mistaken_for_a_bomb(good_checkpoint):  # noqa:
     ("data.max_size=10000000", "data.max_size"),
     ("data.train_sizes=[100000]", "data.train_sizes[]"),
     ("data.batch_size=100000", "data.batch_size"),
-    ("model.anchor_sizes=[1e9,2,3,4,5]", "model.anchor_sizes[]"),
+    ("model.anchors.sizes=[1e9,2,3,4,5]", "model.anchors.sizes[]"),
     ("model.head_width=1000000", "model.head_width"),
-    ("model.detections_per_img=1000000000", "model.detections_per_img"),
-    ("data.gen_size=100000", "data.gen_size"),
+    ("model.inference.detections_per_img=1000000000", "model.inference.detections_per_img"),
+    ("data.generator.size=100000", "data.generator.size"),
 ])
 def test_config_values_that_would_ask_for_huge_memory_are_refused(tmp_path, capsys, override, needle):
     cfg = tmp_path / "c.yaml"

@@ -27,7 +27,7 @@ ALIAS_BOMB = "[" + ", ".join(
     ("train.milestones=" + "[" * 50_000 + "]" * 50_000, "train.milestones"),
     ("loss.alpha=" + ALIAS_BOMB, "loss.alpha"),
     ("train.milestones=" + ALIAS_BOMB, "train.milestones"),
-    ("model.anchor_sizes=" + ALIAS_BOMB, "model.anchor_sizes"),
+    ("model.anchors.sizes=" + ALIAS_BOMB, "model.anchors.sizes"),
     ("train.base_lr=" + "9" * 5000, "train.base_lr"),
     ("runtime.work_dir=" + ALIAS_BOMB, "runtime.work_dir"),
 ])

@@ -189,13 +189,21 @@ def test_predict_refuses_to_follow_a_symlink_out_of_the_output_dir(good_checkpoi
 
 def test_compare_arm_names_cannot_escape_the_output_dir(tmp_path):
     from focaldet.analysis.arms import build_arms
-    from focaldet.analysis.compare import plan_runs
+    from focaldet.analysis.compare import plan_runs, run_dir_of
 
     arms = build_arms(["focal"], ["focal.gamma=../../../evil,/abs/path,..,0.5"])
     base = load_config(None)
     out = tmp_path / "out"
-    for spec in plan_runs(base, arms, [0], out):
-        resolved = spec.dir.resolve()
-        assert out.resolve() in resolved.parents, spec.dir
+    for arm in arms:
+        resolved = run_dir_of(out, arm, 0).resolve()
+        assert out.resolve() in resolved.parents, arm.name
         assert resolved.relative_to(out.resolve()).parts[:1] == ("runs",)
         assert len(resolved.relative_to(out.resolve() / "runs").parts) == 2  # runs/<arm>/seed0
+    # and a path as a loss parameter never gets as far as a run: planning checks every run's loss
+    hostile = [a for a in arms if isinstance(a.params.get("gamma"), str)]
+    assert len(hostile) == 3
+    for arm in hostile:
+        with pytest.raises(ConfigError, match="loss.gamma: loss 'focal': parameter 'gamma' must be a number"):
+            plan_runs(base, [arm], [0], out)
+    fine = [a for a in arms if a not in hostile]
+    assert [s.dir for s in plan_runs(base, fine, [0], out)] == [out / "runs" / a.name / "seed0" for a in fine]

@@ -24,11 +24,12 @@ from .test_corpus import _one_line_error, _predict, _snapshot, good_checkpoint, 
 # 7. NaN / inf never pass; a checkpoint with non-finite weights is never called good
 # ------------------------------------------------------------------------------------------
 NONFINITE = ["train.base_lr=.nan", "train.base_lr=nan", "model.prior_prob=.nan", "train.momentum=.nan",
-             "train.milestones=[.nan]", "train.milestones=[.inf]", "model.fg_iou_thresh=.nan",
-             "model.bg_iou_thresh=.nan", "model.score_thresh=.inf", "model.nms_thresh=nan",
+             "train.milestones=[.nan]", "train.milestones=[.inf]", "model.matching.fg_iou_thresh=.nan",
+             "model.matching.bg_iou_thresh=.nan", "model.inference.score_thresh=.inf",
+             "model.inference.nms_thresh=nan",
              "train.grad_clip=.nan", "train.warmup_factor=-.inf", "train.weight_decay=.nan",
-             "train.lr_gamma=.nan", "data.flip_prob=.nan", "model.anchor_scales=[1,.nan,2]",
-             "model.normalizer_momentum=.nan", "model.box_loss_weight=.inf", "loss.gamma_b=.nan",
+             "train.lr_gamma=.nan", "data.flip_prob=.nan", "model.anchors.scales=[1,.nan,2]",
+             "model.matching.normalizer_momentum=.nan", "model.box_loss.weight=.inf", "loss.gamma_b=.nan",
              "loss.alpha=.inf", "loss.scale=-.inf", "loss.alpha=[0.25,.nan]"]
 
 
