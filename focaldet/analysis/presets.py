@@ -137,6 +137,7 @@ PRESETS = {
         baseline="focal_g2",
         claims=paper_table1_claims,
         expected_runtime="12 arms × 3 seeds = 36 CPU-preset runs: about 36 × the time of one "
-                         "`focaldet train` of the CPU preset (≈ 2–3 min each on 2 cores → ≈ 1.5–2 h)",
+                         "`focaldet train` of the CPU preset (≈ 4 min each on one core → ≈ 75 min with "
+                         "the command started twice, one process per core)",
     ),
 }
