@@ -15,7 +15,7 @@ peak) and times ``--steps`` iterations; its median is one sample. The ratio of e
 median of those ratios is printed with its min–max spread, the load average before and after each
 setting, and the median peak memory of each side (each process's memory is its own).
 
-Ours always runs channels_last (the model's default). ``--channels-last`` gives torchvision the same
+Ours runs channels_last (the default, ``runtime.channels_last``) unless ``--ours-nchw``. ``--channels-last`` gives torchvision the same
 (weights in NHWC; its own transform batches the input, the convolutions follow the weights).
 ``--amp`` applies to ours only unless ``--amp-reference`` (the targets compare against fp32 torchvision).
 """
@@ -38,10 +38,11 @@ from common import (SETTINGS, amp_dtype, autocast, bf16_note, build_pair, load_a
 GiB = 1024 ** 3
 
 
-def make_step(side: str, setting: str, device: str = "cpu", amp: str = "none", channels_last: bool = False):
+def make_step(side: str, setting: str, device: str = "cpu", amp: str = "none", channels_last: bool = False,
+              ours_nchw: bool = False):
     """A closure running one training iteration of ``side`` ("ours" or "torchvision")."""
     backbone, size, batch = SETTINGS[setting]
-    ours, tv = build_pair(backbone, size)
+    ours, tv = build_pair(backbone, size, overrides=("runtime.channels_last=false",) if ours_nchw else ())
     model = (tv if side == "torchvision" else ours).to(device).train()
     del ours, tv
     if side == "torchvision" and channels_last:
@@ -72,10 +73,11 @@ def make_step(side: str, setting: str, device: str = "cpu", amp: str = "none", c
     return step, batch
 
 
-def worker(side: str, setting: str, steps: int, device: str, amp: str, channels_last: bool) -> dict:
+def worker(side: str, setting: str, steps: int, device: str, amp: str, channels_last: bool,
+           ours_nchw: bool = False) -> dict:
     """Run in a fresh process: time ``steps`` iterations after 1 warm-up; report time and memory."""
     torch.set_num_threads(2)
-    step, batch = make_step(side, setting, device, amp, channels_last)
+    step, batch = make_step(side, setting, device, amp, channels_last, ours_nchw)
     median_time(step, repeats=0, warmup=1)
     rss0 = rss_bytes()
     reset_peak_rss()
@@ -95,6 +97,8 @@ def run_worker(side: str, setting: str, args) -> dict:
            str(args.steps), "--device", args.device, "--amp", amp]
     if args.channels_last:
         cmd.append("--channels-last")
+    if args.ours_nchw:
+        cmd.append("--ours-nchw")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{side} worker failed:\n{proc.stderr[-3000:]}")
@@ -141,19 +145,23 @@ def main(argv=None) -> int:
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast for ours")
     parser.add_argument("--amp-reference", action="store_true", help="use --amp for torchvision too")
     parser.add_argument("--channels-last", action="store_true", help="torchvision's weights in channels_last too")
+    parser.add_argument("--ours-nchw", action="store_true",
+                        help="ours with runtime.channels_last=false (NCHW: faster training of large ResNets on CPU)")
     parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--worker", choices=("ours", "torchvision"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.settings, args.steps, args.device, args.amp, args.channels_last)))
+        print(json.dumps(worker(args.worker, args.settings, args.steps, args.device, args.amp, args.channels_last,
+                                args.ours_nchw)))
         return 0
     if args.profile:
         profile(args.profile, args.rows, args.device, args.amp)
         return 0
     torch.set_num_threads(2)
     ref = f"torchvision {'amp ' + args.amp if args.amp_reference else 'fp32'}" + (" NHWC" if args.channels_last else "")
-    print(f"{machine_line()}; device {args.device}, ours amp {args.amp} vs {ref}{bf16_note(args.amp, args.device)}; "
+    ours = f"ours {'NCHW' if args.ours_nchw else 'NHWC'} amp {args.amp}"
+    print(f"{machine_line()}; device {args.device}, {ours} vs {ref}{bf16_note(args.amp, args.device)}; "
           f"{args.pairs} fresh-process pairs, median of {args.steps} iterations after 1 warm-up each\n")
     mem = "peak GPU GiB" if args.device.startswith("cuda") else "peak RSS GiB"
     print(f"| setting | ours s/iter | torchvision s/iter | ours img/s | torchvision img/s | speed ratio (median, "

@@ -51,15 +51,17 @@ def build_ours(backbone: str, num_classes: int = NUM_CLASSES, overrides: tuple[s
     return build_model(cfg, num_classes=num_classes)
 
 
-def build_pair(backbone: str, size: int, num_classes: int = NUM_CLASSES, cls_bias: float | None = None):
+def build_pair(backbone: str, size: int, num_classes: int = NUM_CLASSES, cls_bias: float | None = None,
+               overrides: tuple[str, ...] = ()):
     """(ours, torchvision) with identical weights (torchvision's init copied into ours).
     ``cls_bias`` overrides the class-output bias of both (e.g. 0.0 so every candidate passes the
-    0.05 score threshold: the worst case for post-processing)."""
+    0.05 score threshold: the worst case for post-processing); ``overrides`` are config
+    ``key=value`` strings for ours (e.g. ``runtime.channels_last=false``)."""
     torch.manual_seed(0)
     tv = build_torchvision(backbone, size, num_classes)
     if cls_bias is not None:
         torch.nn.init.constant_(tv.head.classification_head.cls_logits.bias, cls_bias)
-    ours = build_ours(backbone, num_classes)
+    ours = build_ours(backbone, num_classes, overrides)
     load_torchvision_retinanet_state_dict(ours, tv.state_dict())
     return ours, tv
 

@@ -296,6 +296,9 @@ class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False
     threads: Optional[int] = None  # torch intra-op threads on CPU (None = torch default)
+    # NHWC weights and activations (oneDNN / cuDNN's fast layout). Off trains large ResNets faster
+    # on CPU, where NHWC convolution *backward* is slower (docs/performance.md); results equal up to rounding
+    channels_last: bool = True
     work_dir: str = "runs/default"
     log_interval: int = 20
     resume: str = "none"  # none | auto | path to a checkpoint

@@ -141,6 +141,30 @@ def test_weights_and_activations_are_channels_last():
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats)
 
 
+def test_channels_last_off_runs_nchw_with_the_same_losses_and_gradients():
+    """``runtime.channels_last=false`` (faster training of large ResNets on CPU) changes the
+    layout only: in float64 both layouts give the same losses and gradients to rounding."""
+    torch.manual_seed(0)
+    nhwc = tiny_model("focal", "model.frozen_stages=2").double()
+    torch.manual_seed(0)
+    nchw = tiny_model("focal", "model.frozen_stages=2", "runtime.channels_last=false").double()
+    assert nchw.head.cls_logits.weight.is_contiguous() and not nchw.channels_last
+    image, target = pasted_scene()
+    grads = []
+    for model in (nhwc, nchw):
+        model.train()
+        losses = model(image[None].double(), [(128, 128)], [target])
+        (losses["loss_cls"] + losses["loss_box"]).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        losses_ = {k: float(v) for k, v in losses.items()}
+        grads[-1]["losses"] = torch.tensor([losses_["loss_cls"], losses_["loss_box"]], dtype=torch.float64)
+    x = nchw.normalize(image[None].double(), [(128, 128)])
+    assert x.is_contiguous() and all(f.is_contiguous() for f in nchw.fpn(nchw.backbone(x)))
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-9, atol=1e-12, msg=name)
+
+
 def test_bf16_autocast_training_and_inference_stay_close_to_float32():
     model = tiny_model()
     image, target = pasted_scene()
