@@ -10,7 +10,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d, batched_nms
 
 from focaldet.model.backbone import ResNetBackbone, conv_norm
-from focaldet.model.postprocess import batch_class_nms
+from focaldet.model.postprocess import ONE_CALL_MAX_CANDIDATES, batch_class_nms
 from model_testutils import pasted_scene, tiny_model
 
 
@@ -75,6 +75,8 @@ def test_one_nms_call_equals_torchvision_batched_nms_per_image(per_image):
     scores = torch.rand(B, per_image, generator=g)
     labels = torch.randint(0, K, (B, per_image), generator=g)
     valid = scores > 0.1
+    # 200 per image: the one-call path; 1,500: one call per (image, class) group
+    assert (int(valid.sum()) > ONE_CALL_MAX_CANDIDATES) == (per_image == 1500)
     kept = batch_class_nms(boxes, scores, labels, valid, 0.5, size, K)
     for i in range(B):
         m = valid[i].nonzero().squeeze(1)
