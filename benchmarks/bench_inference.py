@@ -30,7 +30,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (SETTINGS, amp_dtype, autocast, bf16_note, build_pair, load_average, machine_line,  # noqa: E402
+from common import (SETTINGS, add_model_bench_arguments, amp_dtype, autocast, bf16_note, build_pair, load_average, machine_line,  # noqa: E402
                     make_batch, ratio_summary, synchronize)
 
 
@@ -119,15 +119,8 @@ def profile(setting: str, args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved (ours, torchvision) pairs per setting")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast for ours")
-    parser.add_argument("--amp-reference", action="store_true", help="use --amp for torchvision too")
-    parser.add_argument("--channels-last", action="store_true", help="torchvision's weights in channels_last too")
+    add_model_bench_arguments(parser, 5, "interleaved (ours, torchvision) pairs per setting")
     parser.add_argument("--compile", action="store_true", help="ours through RetinaNet.compile_for_inference()")
-    parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
-    parser.add_argument("--rows", type=int, default=15)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if args.profile:

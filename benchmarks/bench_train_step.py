@@ -31,7 +31,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (SETTINGS, amp_dtype, autocast, bf16_note, build_pair, load_average, machine_line,  # noqa: E402
+from common import (SETTINGS, add_model_bench_arguments, amp_dtype, autocast, bf16_note, build_pair, load_average, machine_line,  # noqa: E402
                     make_batch, median_time, peak_rss_bytes, ratio_summary, reset_peak_rss, rss_bytes,
                     synchronize)
 
@@ -138,17 +138,10 @@ def profile(setting: str, rows: int, device: str, amp: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument("--pairs", type=int, default=3, help="fresh-process pairs (ours, torchvision) per setting")
+    add_model_bench_arguments(parser, 3, "fresh-process pairs (ours, torchvision) per setting")
     parser.add_argument("--steps", type=int, default=3, help="timed iterations per process, after 1 warm-up")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast for ours")
-    parser.add_argument("--amp-reference", action="store_true", help="use --amp for torchvision too")
-    parser.add_argument("--channels-last", action="store_true", help="torchvision's weights in channels_last too")
     parser.add_argument("--ours-nchw", action="store_true",
                         help="ours with runtime.channels_last=false (NCHW: faster training of large ResNets on CPU)")
-    parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
-    parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--worker", choices=("ours", "torchvision"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

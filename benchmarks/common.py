@@ -163,3 +163,15 @@ def machine_line() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, torchvision {torchvision.__version__}, "
             f"{torch.get_num_threads()} threads, load average {load_average()}")
+
+
+def add_model_bench_arguments(parser, pairs: int, pairs_help: str) -> None:
+    """The options both model benchmarks share (settings, pairs, device, amp, layout, profile)."""
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--pairs", type=int, default=pairs, help=pairs_help)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast for ours")
+    parser.add_argument("--amp-reference", action="store_true", help="use --amp for torchvision too")
+    parser.add_argument("--channels-last", action="store_true", help="torchvision's weights in channels_last too")
+    parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
+    parser.add_argument("--rows", type=int, default=15)
