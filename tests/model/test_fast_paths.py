@@ -158,8 +158,7 @@ def test_channels_last_off_runs_nchw_with_the_same_losses_and_gradients():
         losses = model(image[None].double(), [(128, 128)], [target])
         (losses["loss_cls"] + losses["loss_box"]).backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
-        losses_ = {k: float(v) for k, v in losses.items()}
-        grads[-1]["losses"] = torch.tensor([losses_["loss_cls"], losses_["loss_box"]], dtype=torch.float64)
+        grads[-1]["losses"] = torch.stack([losses["loss_cls"], losses["loss_box"]]).detach()
     x = nchw.normalize(image[None].double(), [(128, 128)])
     assert x.is_contiguous() and all(f.is_contiguous() for f in nchw.fpn(nchw.backbone(x)))
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
