@@ -30,8 +30,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (SETTINGS, add_model_bench_arguments, amp_dtype, autocast, bf16_note, build_pair, load_average, machine_line,  # noqa: E402
-                    make_batch, ratio_summary, synchronize)
+from common import (SETTINGS, add_model_bench_arguments, amp_dtype, autocast, bf16_note, build_pair,  # noqa: E402
+                    load_average, machine_line, make_batch, ratio_summary, synchronize)
 
 
 def make_runs(setting: str, args) -> tuple[dict, int]:

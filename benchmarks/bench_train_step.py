@@ -15,7 +15,8 @@ peak) and times ``--steps`` iterations; its median is one sample. The ratio of e
 median of those ratios is printed with its min–max spread, the load average before and after each
 setting, and the median peak memory of each side (each process's memory is its own).
 
-Ours runs channels_last (the default, ``runtime.channels_last``) unless ``--ours-nchw``. ``--channels-last`` gives torchvision the same
+Ours runs channels_last (the default, ``runtime.channels_last``) unless ``--ours-nchw``.
+``--channels-last`` gives torchvision the same
 (weights in NHWC; its own transform batches the input, the convolutions follow the weights).
 ``--amp`` applies to ours only unless ``--amp-reference`` (the targets compare against fp32 torchvision).
 """
@@ -31,8 +32,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (SETTINGS, add_model_bench_arguments, amp_dtype, autocast, bf16_note, build_pair, load_average, machine_line,  # noqa: E402
-                    make_batch, median_time, peak_rss_bytes, ratio_summary, reset_peak_rss, rss_bytes,
+from common import (SETTINGS, add_model_bench_arguments, amp_dtype, autocast, bf16_note, build_pair,  # noqa: E402
+                    load_average, machine_line, make_batch, median_time, peak_rss_bytes, ratio_summary, reset_peak_rss, rss_bytes,
                     synchronize)
 
 GiB = 1024 ** 3
