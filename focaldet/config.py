@@ -214,6 +214,10 @@ class DataConfig:
     strict: bool = False  # degenerate / outside boxes: False = drop and count, True = DataError
     batch_size: int = 2  # images per process
     num_workers: int = 2
+    # uniform: every image once per epoch | repeat_factor: LVIS's repeat-factor sampling, images
+    # of classes seen in fewer than a fraction `repeat_threshold` of the images drawn more often
+    sampler: str = "uniform"
+    repeat_threshold: float = 0.001
     # long-tail groups of the evaluation (any dataset, generated or not): classes with ≤ rare_max
     # training images are rare, ≤ common_max common
     rare_max: Optional[int] = None  # None → scaled from LVIS's 10/100 to the dataset
@@ -227,6 +231,8 @@ class DataConfig:
         # batch x 3 x max_size² bytes, rounded up to size_divisibility).
         _range(where, "batch_size", self.batch_size, 1, 4096)
         _range(where, "num_workers", self.num_workers, 0, 256)
+        _choice(where, "sampler", self.sampler, ("uniform", "repeat_factor"))
+        _range(where, "repeat_threshold", self.repeat_threshold, 0.0, 1.0, open_lo=True)
         _range(where, "flip_prob", self.flip_prob, 0.0, 1.0)
         _range(where, "max_size", self.max_size, 1, MAX_PIXELS_PER_SIDE)
         _range(where, "test_size", self.test_size, 1, MAX_PIXELS_PER_SIDE)

@@ -85,6 +85,11 @@ class CocoDetection(torch.utils.data.Dataset):
         """``(N,)`` number of boxes of each image, crowd boxes included."""
         return np.diff(np.asarray(self._box_offsets)) + np.diff(np.asarray(self._crowd_offsets))
 
+    def image_classes(self) -> list[np.ndarray]:
+        """For each image, the labels (``0..K-1``, int64) of its non-crowd boxes."""
+        labels = self._labels.numpy()
+        return [labels[a:b] for a, b in zip(self._box_offsets[:-1], self._box_offsets[1:])]
+
     def image_path(self, index: int) -> str:
         return self._paths[index]
 

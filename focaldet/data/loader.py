@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from focaldet.data.coco import CocoDetection
 from focaldet.data.collate import collate
+from focaldet.data.repeat_factor import repeat_factors
 from focaldet.data.sampler import InferenceSampler, SeededBatchSampler, TrainSampler
 from focaldet.data.transforms import build_transforms
 from focaldet.data.validation import check_boxes_per_image
@@ -131,9 +132,14 @@ def build_train_loader(cfg, dataset, seed: int, rank: int = 0, world_size: int =
     ``loader.batch_sampler`` is a :class:`SeededBatchSampler`; call ``loader.batch_sampler.set_epoch(e)``
     before each epoch, and save / restore ``loader.batch_sampler.state_dict(consumed)`` /
     ``load_state_dict(...)`` to resume mid-epoch. Batches depend only on (seed, epoch, rank,
-    world_size), not on ``num_workers``.
+    world_size), not on ``num_workers``. ``cfg.sampler = "repeat_factor"`` over-samples the images
+    of rare classes (:mod:`focaldet.data.repeat_factor`, threshold ``cfg.repeat_threshold``).
     """
-    sampler = TrainSampler(len(dataset), cfg.batch_size, seed, rank, world_size, drop_last=drop_last)
+    factors = None
+    if cfg.sampler == "repeat_factor":
+        factors = repeat_factors(dataset.image_classes(), dataset.num_classes, cfg.repeat_threshold)
+    sampler = TrainSampler(len(dataset), cfg.batch_size, seed, rank, world_size, drop_last=drop_last,
+                           repeat_factors=factors)
     return _loader(dataset, SeededBatchSampler(sampler), cfg, pin_memory)
 
 

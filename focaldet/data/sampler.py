@@ -17,13 +17,19 @@ class TrainSampler:
     ``world_size`` and rank ``r`` takes positions ``r, r + world_size, ...``, so every rank has
     the same number of batches. ``drop_last`` drops this rank's last, incomplete batch.
 
+    ``repeat_factors`` (``(n,)``, each ≥ 1; :mod:`focaldet.data.repeat_factor`): each epoch
+    instead takes image ``i`` ``floor(r_i)`` times plus once more with probability ``frac(r_i)``,
+    shuffled; the epoch has the fixed size ``epoch_size = round(Σ r_i)`` (the draw is cut or
+    repeated from its start to that size), so iteration counts, schedules in epochs and resuming
+    work as without it.
+
     Resuming: ``state_dict(consumed)`` records the epoch and how many batches of it were trained
     on; after ``load_state_dict`` the next iteration of that epoch starts at the following batch
     and yields exactly what the uninterrupted run would have. ``len()`` is always the full epoch.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
+                 drop_last: bool = False, repeat_factors: Optional[np.ndarray] = None):
         if n < 1:
             raise ValueError(f"TrainSampler: n must be >= 1, got {n}")
         if batch_size < 1:
@@ -32,7 +38,15 @@ class TrainSampler:
             raise ValueError(f"TrainSampler: need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
         self.rank, self.world_size, self.drop_last = int(rank), int(world_size), bool(drop_last)
-        self.num_samples = -(-self.n // self.world_size)  # per rank, after padding
+        self.repeat_factors = None
+        self.epoch_size = self.n
+        if repeat_factors is not None:
+            rf = np.asarray(repeat_factors, dtype=np.float64)
+            if rf.shape != (self.n,) or not (np.isfinite(rf).all() and (rf >= 1.0).all()):
+                raise ValueError(f"TrainSampler: repeat_factors must be {self.n} finite numbers >= 1")
+            self.repeat_factors = rf
+            self.epoch_size = max(1, int(round(rf.sum())))
+        self.num_samples = -(-self.epoch_size // self.world_size)  # per rank, after padding
         self.epoch = 0
         self._start = 0  # batches of `epoch` to skip on the next __iter__ (set by load_state_dict)
         self._yielded = 0  # batches of `epoch` handed out so far, skipped ones included
@@ -50,9 +64,17 @@ class TrainSampler:
     def epoch_indices(self, epoch: Optional[int] = None) -> np.ndarray:
         """This rank's indices for ``epoch`` (default: the current one), ``(num_samples,)`` int64."""
         epoch = self.epoch if epoch is None else int(epoch)
-        perm = np.random.default_rng([self.seed % 2**64, epoch % 2**64]).permutation(self.n)
+        rng = np.random.default_rng([self.seed % 2**64, epoch % 2**64])
+        if self.repeat_factors is None:
+            perm = rng.permutation(self.n)
+        else:
+            whole = np.floor(self.repeat_factors)
+            repeats = whole.astype(np.int64) + (rng.random(self.n) < self.repeat_factors - whole)
+            perm = rng.permutation(np.repeat(np.arange(self.n), repeats))
+            # the draw's size varies around Σ r from epoch to epoch; the epoch's does not
+            perm = np.resize(perm, self.epoch_size)
         total = self.num_samples * self.world_size
-        if total > self.n:
+        if total > len(perm):
             perm = np.resize(perm, total)  # repeats from the start
         return perm[self.rank:total:self.world_size]
 
@@ -71,12 +93,13 @@ class TrainSampler:
         if not 0 <= consumed <= len(self):
             raise ValueError(f"TrainSampler.state_dict: consumed={consumed} outside [0, {len(self)}]")
         return {"epoch": self.epoch, "consumed": consumed, "seed": self.seed, "n": self.n,
-                "batch_size": self.batch_size, "world_size": self.world_size, "drop_last": self.drop_last}
+                "batch_size": self.batch_size, "world_size": self.world_size, "drop_last": self.drop_last,
+                "epoch_size": self.epoch_size}
 
     def load_state_dict(self, state: dict) -> None:
         consumed = int(state.get("consumed", 0))
         if consumed:
-            for key in ("seed", "n", "batch_size", "world_size", "drop_last"):
+            for key in ("seed", "n", "batch_size", "world_size", "drop_last", "epoch_size"):
                 if key in state and state[key] != getattr(self, key):
                     raise CheckpointError(
                         f"sampler state: '{key}' is {state[key]!r} in the checkpoint but {getattr(self, key)!r} "

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from focaldet.config import Config, ConfigError
+from focaldet.data import repeat_factor
 from focaldet.engine.amp import amp_settings, autocast
 from focaldet.engine.checkpoint import (CheckpointManager, all_finite, capture_rng_state, check_compatible,
                                         config_changes, load_checkpoint, load_model_state, restore_rng_state)
@@ -264,6 +265,9 @@ def start_logging(run: Run, state: TrainState, changes: list, stream, use_tqdm: 
                  f"{len(run.train_set)} train / {len(run.val_set)} val images, {run.world} process(es) x batch "
                  f"{cfg.data.batch_size}, lr {run.lr:.4g}, {run.total_iters} iterations, {run.iters_per_epoch}/epoch, "
                  f"loss {cfg.loss.name} {run.net.cls_loss.params}, device {run.device})")
+    sampler = run.sampler.sampler
+    if sampler.repeat_factors is not None:
+        logger.print(repeat_factor.summary(sampler.repeat_factors, sampler.epoch_size, cfg.data.repeat_threshold))
     if batch < nominal:
         logger.print(f"note: {len(run.train_set)} training images hold fewer than the batch of {nominal}; "
                      f"lr scaled for the {batch} images a step really sees")

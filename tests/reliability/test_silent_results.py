@@ -96,6 +96,7 @@ def two_iterations(write_tiny_config, tmp_path):
     ("train.base_lr=0.02", "train.base_lr"), ("train.optimizer=adamw", "train.optimizer"),
     ("runtime.seed=1", "runtime.seed"), ("train.milestones=[1]", "train.milestones"),
     ("train.max_iters=null", "train.max_iters"),  # iterations -> epochs: milestones change meaning
+    ("data.sampler=repeat_factor", "data.sampler: 'uniform' -> 'repeat_factor'"),
 ])
 def test_resume_refuses_a_config_that_changes_the_run(two_iterations, capsys, override, key):
     cfg, run = two_iterations
