@@ -7,7 +7,11 @@ An *arm* is one setting that is trained once per seed. Arms come from three plac
   that loss (``loss.*`` and the other config sections stay global: they apply to every arm);
 - ``--sweep focal.gamma=0,0.5,1`` — one arm per value (several ``--sweep`` flags add their arms
   side by side; with ``cross=True`` (``--cross``) the sweeps of one loss are crossed into a grid:
-  ``--sweep modified_focal.gamma=0.5,1,2 --sweep modified_focal.max_weight=3,10`` gives 6 arms).
+  ``--sweep modified_focal.gamma=0.5,1,2 --sweep modified_focal.max_weight=3,10`` gives 6 arms);
+- ``--sweep data.sampler=uniform,repeat_factor`` — a config key instead of a loss parameter: one
+  arm per value for every loss of ``--losses``, each arm differing from the others only in that
+  key (and the loss). Config sweeps are side by side, or one grid with ``--cross``; a comparison
+  sweeps either loss parameters or config keys, not both.
 """
 from __future__ import annotations
 
@@ -80,18 +84,42 @@ def split_overrides(overrides: Iterable[str], loss_names: Iterable[str]) -> tupl
     return global_ov, per_loss
 
 
+# set by every run of a comparison (run_config): sweeping them would silently do nothing
+_NOT_SWEEPABLE = ("runtime.seed", "runtime.work_dir", "runtime.resume")
+
+
 def parse_sweep(text: str) -> tuple[str, str, list]:
-    """``focal.gamma=0,0.5,1`` → ``("focal", "gamma", [0, 0.5, 1])``."""
+    """``focal.gamma=0,0.5,1`` → ``("focal", "gamma", [0, 0.5, 1])``; a config key
+    ``data.sampler=uniform,repeat_factor`` → ``("data", "sampler", ["uniform", "repeat_factor"])``
+    (nested keys keep their dots: ``model.anchors.sizes``)."""
+    usage = "expected LOSS.PARAM=V1,V2,... or SECTION.KEY=V1,V2,..., e.g. focal.gamma=0,0.5,1,2,5"
     if "=" not in text:
-        raise CompareError(f"--sweep '{text}': expected LOSS.PARAM=V1,V2,..., e.g. focal.gamma=0,0.5,1,2,5")
+        raise CompareError(f"--sweep '{text}': {usage}")
     key, values = text.split("=", 1)
-    loss, _, param = key.strip().partition(".")
-    if not loss or not param or "." in param:
-        raise CompareError(f"--sweep '{text}': expected LOSS.PARAM=V1,V2,..., e.g. focal.gamma=0,0.5,1,2,5")
+    head, _, param = key.strip().partition(".")
+    if not head or not param or ("." in param and head not in SECTIONS):
+        raise CompareError(f"--sweep '{text}': {usage}")
+    if head == "loss":
+        raise CompareError(f"--sweep '{text}': name the loss whose parameter is swept, e.g. "
+                           f"focal.{param}=...; 'loss.*' would change every arm's loss")
+    if f"{head}.{param}" in _NOT_SWEEPABLE:
+        raise CompareError(f"--sweep '{text}': every run of a comparison sets {head}.{param} itself "
+                           "(use --seeds for seeds, --out for the folder)")
     parsed = [parse_override(f"x={v}")[1] for v in values.split(",") if v.strip()]
     if not parsed:
         raise CompareError(f"--sweep '{text}': no values after '='")
-    return loss, param, parsed
+    return head, param, parsed
+
+
+def _override_text(value: Any) -> str:
+    """A parsed value back as the text of a ``key=value`` override."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(_override_text(v) for v in value) + "]"
+    return str(value)
 
 
 def build_arms(losses: Iterable[str], sweeps: Iterable[str] = (), per_loss: Optional[dict[str, dict]] = None,
@@ -99,12 +127,27 @@ def build_arms(losses: Iterable[str], sweeps: Iterable[str] = (), per_loss: Opti
     """Arms for ``--losses`` and ``--sweep``, each with the per-loss parameters of its loss.
     ``cross``: the sweeps of the same loss form a grid (one arm per combination)."""
     per_loss = per_loss or {}
+    losses = [loss.strip() for loss in losses if loss.strip()]
+    parsed = [parse_sweep(t) for t in sweeps]
+    config_sweeps = [s for s in parsed if s[0] in SECTIONS]
     arms: list[Arm] = []
-    for loss in losses:
-        loss = loss.strip()
-        if loss:
+    if config_sweeps:
+        if len(config_sweeps) != len(parsed):
+            raise CompareError("--sweep: a comparison sweeps either loss parameters (focal.gamma=...) or "
+                               "config keys (data.sampler=...), not both")
+        if not losses:
+            raise CompareError("--sweep of a config key: name the losses it is applied to with --losses")
+        for settings in _config_settings(config_sweeps, cross):
+            for loss in losses:
+                short = {k.rsplit(".", 1)[-1]: v for k, v in settings.items()}
+                label = " ".join(f"{k}={_fmt_value(v)}" for k, v in settings.items())
+                arms.append(Arm(name=arm_name(loss, short), loss=loss, params=dict(per_loss.get(loss, {})),
+                                overrides=tuple(f"{k}={_override_text(v)}" for k, v in settings.items()),
+                                label=f"{loss} {label}"))
+    else:
+        for loss in losses:
             arms.append(Arm(name=arm_name(loss, {}), loss=loss, params=dict(per_loss.get(loss, {}))))
-    for loss, settings in _sweep_settings([parse_sweep(t) for t in sweeps], cross):
+    for loss, settings in _sweep_settings([] if config_sweeps else parsed, cross):
         params = {**per_loss.get(loss, {}), **settings}
         label = " ".join(f"{k}={_fmt_value(v)}" for k, v in settings.items())
         arms.append(Arm(name=arm_name(loss, settings), loss=loss, params=params, label=f"{loss} {label}"))
@@ -116,6 +159,16 @@ def build_arms(losses: Iterable[str], sweeps: Iterable[str] = (), per_loss: Opti
     if not arms:
         raise CompareError("nothing to compare: give --losses, --sweep or --preset")
     return arms
+
+
+def _config_settings(sweeps: list[tuple[str, str, list]], cross: bool) -> list[dict]:
+    """``{"data.sampler": value, ...}`` per setting: one key at a time, or the grid of all keys."""
+    keys = [f"{section}.{key}" for section, key, _ in sweeps]
+    if len(set(keys)) != len(keys):
+        raise CompareError(f"--sweep: a config key is given twice ({', '.join(keys)})")
+    if not cross:
+        return [{k: v} for k, (_, _, values) in zip(keys, sweeps) for v in values]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(values for _, _, values in sweeps))]
 
 
 def _sweep_settings(sweeps: list[tuple[str, str, list]], cross: bool) -> list[tuple[str, dict]]:

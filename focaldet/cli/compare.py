@@ -4,6 +4,8 @@ differences. Examples::
     focaldet compare configs/lt_stamps_cpu.yaml --losses focal,modified_focal,equalized_focal \\
         --seeds 3 --out runs/cmp modified_focal.max_weight=100
     focaldet compare configs/lt_stamps_cpu.yaml --sweep focal.gamma=0,0.5,1,2,5 --seeds 3 --out runs/gamma
+    focaldet compare configs/lt_stamps_cpu.yaml --losses focal,equalized_focal \
+        --sweep data.sampler=uniform,repeat_factor --seeds 3 --out runs/sampler data.repeat_threshold=0.03
     focaldet compare --preset paper-table1 --out runs/paper-table1
 """
 from __future__ import annotations
@@ -43,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "unless --sweep or --preset is given)")
     p.add_argument("--sweep", action="append", default=[], metavar="LOSS.PARAM=V1,V2,...",
                    help="one arm per value, e.g. focal.gamma=0,0.5,1,2,5 (repeatable; sweeps are side by "
-                        "side unless --cross)")
+                        "side unless --cross); a config key (data.sampler=uniform,repeat_factor) gives one arm "
+                        "per value for each loss of --losses")
     p.add_argument("--cross", action="store_true",
                    help="cross the --sweep flags of the same loss into a grid, e.g. --sweep "
                         "modified_focal.gamma=0.5,1,2 --sweep modified_focal.max_weight=3,10 --cross → 6 arms")

@@ -118,3 +118,53 @@ def test_parse_seeds():
     assert parse_seeds("0,5,7", 3) == [0, 5, 7]
     with pytest.raises(CompareError, match="--seeds 'x'"):
         parse_seeds("x", 3)
+
+
+def test_a_config_sweep_varies_one_key_for_every_loss(tmp_path: Path):
+    arms = build_arms(["focal", "equalized_focal"], ["data.sampler=uniform,repeat_factor"],
+                      {"equalized_focal": {"scale": 4}})
+    assert [a.name for a in arms] == ["focal-sampleruniform", "equalized_focal-sampleruniform",
+                                      "focal-samplerrepeat_factor", "equalized_focal-samplerrepeat_factor"]
+    assert arms[3].title == "equalized_focal data.sampler=repeat_factor" and arms[3].params == {"scale": 4}
+    assert resolve_baseline(arms, None) == "focal-sampleruniform"
+    base = load_config(None, ["data.repeat_threshold=0.03", "train.max_iters=5"])
+    cfgs = {s.arm.name: s.cfg for s in plan_runs(base, arms, [0], tmp_path / "out")}
+    uniform, rfs = cfgs["focal-sampleruniform"].to_dict(), cfgs["focal-samplerrepeat_factor"].to_dict()
+    assert (uniform["data"]["sampler"], rfs["data"]["sampler"]) == ("uniform", "repeat_factor")
+    for d in (uniform, rfs):
+        d["data"].pop("sampler")
+        d["runtime"].pop("work_dir")
+    assert uniform == rfs  # the swept key is the only difference; the global overrides reach both
+    assert rfs["data"]["repeat_threshold"] == 0.03 and rfs["train"]["max_iters"] == 5
+
+
+def test_config_sweeps_cross_into_a_grid_and_keep_value_types(tmp_path: Path):
+    sweeps = ["model.head_norm=gn,bn", "train.grad_clip=null,10"]
+    grid = build_arms(["focal"], sweeps, cross=True)
+    assert [a.name for a in grid] == ["focal-head_normgn-grad_clipNone", "focal-head_normgn-grad_clip10",
+                                      "focal-head_normbn-grad_clipNone", "focal-head_normbn-grad_clip10"]
+    cfg = run_config(load_config(None), grid[2], 0, tmp_path)
+    assert cfg.model.head_norm == "bn" and cfg.train.grad_clip is None
+    assert run_config(load_config(None), grid[1], 0, tmp_path).train.grad_clip == 10
+    side = build_arms(["focal"], sweeps)  # side by side: 2 + 2 arms, one key each
+    assert [a.overrides for a in side] == [("model.head_norm=gn",), ("model.head_norm=bn",),
+                                           ("train.grad_clip=null",), ("train.grad_clip=10",)]
+    nested = build_arms(["focal"], ["data.generator.seed=0,1"])  # val vs the dev split
+    assert nested[1].overrides == ("data.generator.seed=1",)
+    assert run_config(load_config(None), nested[1], 0, tmp_path).data.generator.seed == 1
+
+
+def test_config_sweeps_refuse_what_they_cannot_do(tmp_path: Path):
+    with pytest.raises(CompareError, match="not both"):
+        build_arms(["focal"], ["data.sampler=uniform,repeat_factor", "focal.gamma=1,2"])
+    with pytest.raises(CompareError, match="name the losses"):
+        build_arms([], ["data.sampler=uniform,repeat_factor"])
+    with pytest.raises(CompareError, match="sets runtime.seed itself"):
+        parse_sweep("runtime.seed=0,1")
+    with pytest.raises(CompareError, match="name the loss whose parameter"):
+        parse_sweep("loss.gamma=1,2")
+    with pytest.raises(CompareError, match="given twice"):
+        build_arms(["focal"], ["data.sampler=uniform", "data.sampler=repeat_factor"])
+    arms = build_arms(["focal"], ["data.samplr=uniform,repeat_factor"])  # a typo in the key ...
+    with pytest.raises(Exception, match="data.samplr"):  # ... is named when the runs are planned
+        plan_runs(load_config(None), arms, [0], tmp_path / "out")
