@@ -4,7 +4,7 @@ differences. Examples::
     focaldet compare configs/lt_stamps_cpu.yaml --losses focal,modified_focal,equalized_focal \\
         --seeds 3 --out runs/cmp modified_focal.max_weight=100
     focaldet compare configs/lt_stamps_cpu.yaml --sweep focal.gamma=0,0.5,1,2,5 --seeds 3 --out runs/gamma
-    focaldet compare configs/lt_stamps_cpu.yaml --losses focal,equalized_focal \
+    focaldet compare configs/lt_stamps_cpu.yaml --losses focal,equalized_focal \\
         --sweep data.sampler=uniform,repeat_factor --seeds 3 --out runs/sampler data.repeat_threshold=0.03
     focaldet compare --preset paper-table1 --out runs/paper-table1
 """
