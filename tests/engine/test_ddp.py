@@ -16,14 +16,18 @@ from focaldet.engine import train
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
 
 
-def test_two_ranks_equal_one_process_with_double_batch(write_tiny_config, tmp_path):
+# repeat-factor sampling: both sides draw the same over-sampled epoch and shard it alike
+@pytest.mark.parametrize("sampler", [{}, {"sampler": "repeat_factor", "repeat_threshold": 0.5}],
+                         ids=["uniform", "repeat_factor"])
+def test_two_ranks_equal_one_process_with_double_batch(write_tiny_config, tmp_path, sampler):
     common = {"train": {"max_iters": 3, "warmup_iters": 0, "milestones": [], "ckpt_interval": 3},
               "runtime": {"deterministic": False}}
     single = write_tiny_config("single.yaml", work_dir=tmp_path / "single", **common,
-                               data={"batch_size": 4, "flip_prob": 0.0})
+                               data={"batch_size": 4, "flip_prob": 0.0, **sampler})
     train(load_config(single), stream=open(os.devnull, "w"))
 
-    ddp = write_tiny_config("ddp.yaml", work_dir=tmp_path / "ddp", **common, data={"batch_size": 2, "flip_prob": 0.0})
+    ddp = write_tiny_config("ddp.yaml", work_dir=tmp_path / "ddp", **common,
+                            data={"batch_size": 2, "flip_prob": 0.0, **sampler})
     env = dict(os.environ, OMP_NUM_THREADS="1", FOCALDET_COMPILE="0")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
                            str(29500 + os.getpid() % 1000), "-m", "focaldet", "train", str(ddp), "--no-progress"],
