@@ -91,7 +91,7 @@ _NOT_SWEEPABLE = ("runtime.seed", "runtime.work_dir", "runtime.resume")
 def parse_sweep(text: str) -> tuple[str, str, list]:
     """``focal.gamma=0,0.5,1`` → ``("focal", "gamma", [0, 0.5, 1])``; a config key
     ``data.sampler=uniform,repeat_factor`` → ``("data", "sampler", ["uniform", "repeat_factor"])``
-    (nested keys keep their dots: ``model.anchors.sizes``)."""
+    (nested keys keep their dots: ``data.generator.seed``)."""
     usage = "expected LOSS.PARAM=V1,V2,... or SECTION.KEY=V1,V2,..., e.g. focal.gamma=0,0.5,1,2,5"
     if "=" not in text:
         raise CompareError(f"--sweep '{text}': {usage}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from focaldet.analysis.arms import CompareError, build_arms, split_overrides
 from focaldet.analysis.presets import PRESETS
+from focaldet.config import parse_override
 
 
 def accept_overrides_anywhere(p: argparse.ArgumentParser) -> None:
@@ -111,6 +112,10 @@ def run(args) -> int:
         names = set(losses) | {s.split(".", 1)[0] for s in args.sweep}
         global_ov, per_loss = split_overrides(overrides, names)
         arms = build_arms(losses, args.sweep, per_loss, cross=args.cross)
+        swept = {text.split("=", 1)[0] for a in arms for text in a.overrides}
+        both = sorted(swept & {parse_override(text)[0] for text in global_ov})
+        if both:
+            raise CompareError(f"{', '.join(both)} is both swept and set for every run; drop one of the two")
         out = Path(args.out)
         seeds = parse_seeds(args.seeds, 3)
         baseline = args.baseline

@@ -98,6 +98,8 @@ class TrainSampler:
 
     def load_state_dict(self, state: dict) -> None:
         consumed = int(state.get("consumed", 0))
+        if "epoch_size" not in state and "n" in state:
+            state = {**state, "epoch_size": state["n"]}  # saved before repeat factors: uniform epochs
         if consumed:
             for key in ("seed", "n", "batch_size", "world_size", "drop_last", "epoch_size"):
                 if key in state and state[key] != getattr(self, key):

@@ -195,14 +195,20 @@ def _check_fields(path: Path, ckpt: dict) -> None:
 def config_changes(old: dict, new: dict) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any]]]:
     """Compare a checkpoint's stored config with the config of a resumed run, key by key.
     Returns (allowed, refused) lists of ``(dotted key, old value, new value)``; allowed keys are
-    :data:`RESUMABLE_KEYS`. A key absent from ``old`` (an older focaldet) is not a change, and
-    ``train.max_iters`` may only change while staying set (or unset): switching between epochs and
-    iterations changes what the milestones mean."""
+    :data:`RESUMABLE_KEYS`. A key absent from ``old`` (saved by an older focaldet, which behaved
+    as the key's default does) is compared as its default value, and ``train.max_iters`` may only
+    change while staying set (or unset): switching between epochs and iterations changes what the
+    milestones mean."""
+    from focaldet.config import config_from_dict
+
+    defaults = config_from_dict({}).to_dict()
     allowed, refused = [], []
     for section in sorted(set(old) | set(new)):
         o, n = flat_keys(old.get(section) or {}), flat_keys(new.get(section) or {})
         if section == "loss":  # a parameter left out means its default: compare what the loss used
             o, n = _with_loss_defaults(o), _with_loss_defaults(n)
+        else:
+            o = {**flat_keys(defaults.get(section) or {}), **o}
         for key in sorted(set(o) | set(n)):
             if key not in o or o.get(key) == n.get(key):
                 continue

@@ -202,8 +202,8 @@ def build_data(cfg: Config):
 
 def effective_batch(cfg: Config, num_images: int, world: int) -> int:
     """Images per optimizer step over all ranks: ``data.batch_size`` per rank, but never more than
-    the dataset holds (a rank's sampler yields at most its share per batch). The lr is scaled by
-    this, not by the nominal batch."""
+    an epoch holds (``num_images``: the sampler's epoch size; a rank's sampler yields at most its
+    share per batch). The lr is scaled by this, not by the nominal batch."""
     per_rank = min(cfg.data.batch_size, -(-num_images // world))
     return per_rank * world
 
@@ -235,7 +235,7 @@ def build_run(cfg: Config, device: torch.device, run_dir: Path) -> Run:
     total = t.max_iters if t.max_iters is not None else t.epochs * iters_per_epoch
     milestones = [int(round(m * unit)) for m in t.milestones]
 
-    lr = t.base_lr * effective_batch(cfg, len(train_set), world) / t.base_batch
+    lr = t.base_lr * effective_batch(cfg, loader.batch_sampler.sampler.epoch_size, world) / t.base_batch
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg, params, lr)
     scheduler = WarmupMultiStepLR(optimizer, milestones, t.lr_gamma, t.warmup_iters, t.warmup_factor)
@@ -260,7 +260,7 @@ def start_logging(run: Run, state: TrainState, changes: list, stream, use_tqdm: 
         return
     atomic_write_text(run.run_dir / "config.yaml", f"# resolved config of {cfg.source}\n" + cfg.dump())
     nominal = cfg.data.batch_size * run.world
-    batch = effective_batch(cfg, len(run.train_set), run.world)
+    batch = effective_batch(cfg, run.sampler.sampler.epoch_size, run.world)
     logger.print(f"focaldet train: {cfg.source} -> {run.run_dir}  ({run.train_set.num_classes} classes, "
                  f"{len(run.train_set)} train / {len(run.val_set)} val images, {run.world} process(es) x batch "
                  f"{cfg.data.batch_size}, lr {run.lr:.4g}, {run.total_iters} iterations, {run.iters_per_epoch}/epoch, "

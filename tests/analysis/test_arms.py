@@ -168,3 +168,13 @@ def test_config_sweeps_refuse_what_they_cannot_do(tmp_path: Path):
     arms = build_arms(["focal"], ["data.samplr=uniform,repeat_factor"])  # a typo in the key ...
     with pytest.raises(Exception, match="data.samplr"):  # ... is named when the runs are planned
         plan_runs(load_config(None), arms, [0], tmp_path / "out")
+
+
+def test_cli_refuses_a_key_that_is_both_swept_and_set_for_every_run(tmp_path: Path, capsys):
+    from focaldet.cli.main import main
+
+    code = main(["compare", "lt_stamps_cpu", "--losses", "focal", "--sweep", "data.sampler=uniform,repeat_factor",
+                 "--out", str(tmp_path / "out"), "data.sampler=repeat_factor"])
+    assert code == 2
+    assert "data.sampler is both swept and set for every run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from torch.utils.data import DistributedSampler
 
 from focaldet.config import DataConfig, load_config
 from focaldet.data import CocoDetection, TrainSampler, build_train_loader
@@ -23,8 +24,8 @@ def test_factors_follow_the_lvis_definition():
     # 10 images; class 0 in 9 of them, classes 1 and 2 in one each, class 3 in five, image 9 empty
     images = [[0, 3], [0, 3], [0, 3, 3], [0, 1, 3], [0, 3], [0, 2, 2], [0], [0], [0], []]
     t = 0.2
-    r0, r1, r2, r3 = 1.0, math.sqrt(0.2 / 0.1), math.sqrt(0.2 / 0.1), 1.0  # max(1, sqrt(t / f))
-    assert max(1.0, math.sqrt(t / 0.9)) == r0 and max(1.0, math.sqrt(t / 0.5)) == r3
+    # max(1, sqrt(t / f)) with f = 0.9, 0.1, 0.1, 0.5
+    r0, r1, r2, r3 = 1.0, math.sqrt(0.2 / 0.1), math.sqrt(0.2 / 0.1), 1.0
     expected = [r3, r3, r3, max(r0, r1, r3), r3, max(r0, r2), r0, r0, r0, 1.0]
     got = repeat_factors([np.array(c) for c in images], num_classes=4, threshold=t)
     assert got.dtype == np.float64
@@ -61,14 +62,15 @@ def test_each_epoch_rounds_the_factors_stochastically_at_a_fixed_size():
 @pytest.mark.parametrize("world", [2, 3, 4])
 def test_ranks_share_one_epoch_and_resume_mid_epoch_exactly(world):
     factors = np.array([1.0, 2.6, 1.0, 4.4, 1.0, 1.0, 1.3, 1.7])  # Σ = 14
-    one = TrainSampler(8, 14, seed=2, repeat_factors=factors).epoch_indices(5)
-    total = -(-14 // world) * world
-    padded = np.resize(one, total)
+    one = TrainSampler(8, 14, seed=2, repeat_factors=factors).epoch_indices(5)  # one rank: no padding
+    assert len(one) == 14
     for rank in range(world):
         s = TrainSampler(8, 2, seed=2, rank=rank, world_size=world, repeat_factors=factors)
         s.set_epoch(5)
         flat = list(itertools.chain.from_iterable(s))
-        assert flat == padded[rank::world].tolist()
+        # reference: DistributedSampler's positions (padding by repetition, strided) over the epoch
+        positions = list(DistributedSampler(range(14), num_replicas=world, rank=rank, shuffle=False))
+        assert flat == [int(one[p]) for p in positions]
     # resume after two batches of epoch 5 on the last rank
     run = TrainSampler(8, 2, seed=2, rank=world - 1, world_size=world, repeat_factors=factors)
     run.set_epoch(5)
@@ -81,6 +83,12 @@ def test_ranks_share_one_epoch_and_resume_mid_epoch_exactly(world):
     # another sampling (another epoch size) cannot continue the interrupted epoch
     with pytest.raises(CheckpointError, match="'epoch_size' is 14 in the checkpoint but 8"):
         TrainSampler(8, 2, seed=2, rank=world - 1, world_size=world).load_state_dict(state)
+    # a state saved before repeat factors existed (no epoch_size) was a uniform epoch of n images
+    old = {k: v for k, v in TrainSampler(8, 2, seed=2, rank=world - 1, world_size=world).state_dict(1).items()
+           if k != "epoch_size"}
+    with pytest.raises(CheckpointError, match="'epoch_size' is 8 in the checkpoint but 14"):
+        TrainSampler(8, 2, seed=2, rank=world - 1, world_size=world, repeat_factors=factors).load_state_dict(old)
+    TrainSampler(8, 2, seed=2, rank=world - 1, world_size=world).load_state_dict(old)  # uniform continues
 
 
 def test_the_loader_over_samples_the_rare_classes_of_a_real_coco_file(tiny_benchmark):

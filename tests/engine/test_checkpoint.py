@@ -96,6 +96,13 @@ def test_a_checkpoint_of_an_earlier_focaldet_reads_its_old_config_keys(tmp_path,
     assert [k for k, _, _ in refused] == ["data.generator.seed", "model.anchors.sizes"]
     with pytest.raises(CheckpointError, match=r"model.anchors.sizes=\[16, 32, 64, 128, 256\] in the checkpoint"):
         check_compatible(ckpt, other["model"], 2, "focal", "old.pt")
+    # keys an older focaldet did not have read as their defaults, the behaviour it had
+    older = {**ckpt["config"], "data": dict(ckpt["config"]["data"])}
+    del older["data"]["sampler"], older["data"]["repeat_threshold"]
+    assert config_changes(older, new) == ([], [])
+    rfs = load_config(None, ["model.anchors.sizes=[16,32,64,128,256]", "model.inference.score_thresh=0.1",
+                             "data.sampler=repeat_factor"]).to_dict()
+    assert config_changes(older, rfs) == ([], [("data.sampler", "uniform", "repeat_factor")])
 
 
 def test_keep_last_best_and_fallback_to_previous_good(tmp_path):
