@@ -138,19 +138,19 @@ def build_arms(losses: Iterable[str], sweeps: Iterable[str] = (), per_loss: Opti
         if not losses:
             raise CompareError("--sweep of a config key: name the losses it is applied to with --losses")
         for settings in _config_settings(config_sweeps, cross):
+            short = {k.rsplit(".", 1)[-1]: v for k, v in settings.items()}
+            label = " ".join(f"{k}={_fmt_value(v)}" for k, v in settings.items())
+            overrides = tuple(f"{k}={_override_text(v)}" for k, v in settings.items())
             for loss in losses:
-                short = {k.rsplit(".", 1)[-1]: v for k, v in settings.items()}
-                label = " ".join(f"{k}={_fmt_value(v)}" for k, v in settings.items())
                 arms.append(Arm(name=arm_name(loss, short), loss=loss, params=dict(per_loss.get(loss, {})),
-                                overrides=tuple(f"{k}={_override_text(v)}" for k, v in settings.items()),
-                                label=f"{loss} {label}"))
+                                overrides=overrides, label=f"{loss} {label}"))
     else:
         for loss in losses:
             arms.append(Arm(name=arm_name(loss, {}), loss=loss, params=dict(per_loss.get(loss, {}))))
-    for loss, settings in _sweep_settings([] if config_sweeps else parsed, cross):
-        params = {**per_loss.get(loss, {}), **settings}
-        label = " ".join(f"{k}={_fmt_value(v)}" for k, v in settings.items())
-        arms.append(Arm(name=arm_name(loss, settings), loss=loss, params=params, label=f"{loss} {label}"))
+        for loss, settings in _sweep_settings(parsed, cross):
+            params = {**per_loss.get(loss, {}), **settings}
+            label = " ".join(f"{k}={_fmt_value(v)}" for k, v in settings.items())
+            arms.append(Arm(name=arm_name(loss, settings), loss=loss, params=params, label=f"{loss} {label}"))
     seen: dict[str, Arm] = {}
     for a in arms:
         if a.name in seen:
