@@ -5,9 +5,10 @@ side.
 
     .venv/bin/python benchmarks/learning_reference.py [CONFIG] [--iters 300] [--eval-every 100] [key=value ...]
 
-torchvision's side: ``torchvision.models.detection.RetinaNet`` on a ResNet backbone from
-``torchvision.models`` (same norm as the preset; the narrow CPU ResNets are not in torchvision, so
-those presets fall back to ResNet-18), an FPN of ``model.fpn_channels`` with P6/P7, its standard
+torchvision's side: ``torchvision.models.detection.RetinaNet`` on the preset's backbone from
+``torchvision.models`` (MobileNetV2 with the same ImageNet weights, FrozenBN and frozen stages; a
+ResNet with the same norm; the narrow CPU ResNets are not in torchvision, so those presets fall
+back to ResNet-18), an FPN of ``model.fpn_channels`` with P6/P7, its standard
 4-conv head (GroupNorm when the preset's head uses it), anchors of ``model.anchors.sizes``,
 AdamW/SGD with the preset's lr, warm-up and drop, the preset's batch and flips (focaldet's own
 loader, so both see the same images in the same order). It prints one line per evaluation and
@@ -26,8 +27,9 @@ import torchvision
 from torch import nn
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from focaldet.config import load_config
@@ -38,17 +40,19 @@ from focaldet.evaluation import evaluate_detections, outputs_to_coco_results
 
 def build_reference(cfg, num_classes: int, size: int) -> RetinaNet:
     mc = cfg.model
-    name = mc.backbone if hasattr(torchvision.models, mc.backbone) else "resnet18"
-    norm = nn.BatchNorm2d if mc.norm == "bn" else partial(nn.GroupNorm, 32)
-    body = getattr(torchvision.models, name)(weights=None, norm_layer=norm)
     fpn_ch = mc.fpn_channels
-    backbone = _resnet_fpn_extractor(body, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(fpn_ch, fpn_ch),
-                                     norm_layer=None)
-    # torchvision builds the FPN with 256 channels; rebuild it at the preset's width
-    from torchvision.ops import FeaturePyramidNetwork
-    in_ch = [128, 256, 512] if name in ("resnet18", "resnet34") else [512, 1024, 2048]
-    backbone.fpn = FeaturePyramidNetwork(in_ch, fpn_ch, extra_blocks=LastLevelP6P7(fpn_ch, fpn_ch))
-    backbone.out_channels = fpn_ch
+    if mc.backbone == "mobilenet_v2":
+        backbone = mobilenet_fpn(mc)
+    else:
+        name = mc.backbone if hasattr(torchvision.models, mc.backbone) else "resnet18"
+        norm = nn.BatchNorm2d if mc.norm == "bn" else partial(nn.GroupNorm, 32)
+        body = getattr(torchvision.models, name)(weights=None, norm_layer=norm)
+        backbone = _resnet_fpn_extractor(body, 5, returned_layers=[2, 3, 4],
+                                         extra_blocks=LastLevelP6P7(fpn_ch, fpn_ch), norm_layer=None)
+        # torchvision builds the FPN with 256 channels; rebuild it at the preset's width
+        in_ch = [128, 256, 512] if name in ("resnet18", "resnet34") else [512, 1024, 2048]
+        backbone.fpn = FeaturePyramidNetwork(in_ch, fpn_ch, extra_blocks=LastLevelP6P7(fpn_ch, fpn_ch))
+        backbone.out_channels = fpn_ch
     base = mc.anchors.sizes or [32, 64, 128, 256, 512]
     sizes = tuple(tuple(b * s for s in mc.anchors.scales) for b in base)
     anchors = AnchorGenerator(sizes, (tuple(mc.anchors.aspect_ratios),) * len(sizes))
@@ -58,6 +62,22 @@ def build_reference(cfg, num_classes: int, size: int) -> RetinaNet:
                      detections_per_img=mc.inference.detections_per_img, score_thresh=mc.inference.score_thresh,
                      nms_thresh=mc.inference.nms_thresh, topk_candidates=mc.inference.topk_candidates,
                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+
+
+def mobilenet_fpn(mc) -> BackboneWithFPN:
+    """torchvision's MobileNetV2 with the same ImageNet weights, FrozenBN and frozen stages as the
+    preset, C3/C4/C5 = ``features[6]``, ``[13]``, ``[17]`` into torchvision's FPN with P6/P7 from C5."""
+    from focaldet.model.mobilenet import STAGES, imagenet_state_dict
+
+    norm = FrozenBatchNorm2d if mc.norm == "frozen_bn" else nn.BatchNorm2d
+    body = torchvision.models.mobilenet_v2(weights=None, norm_layer=norm)
+    if mc.backbone_weights == "imagenet":
+        body.load_state_dict(imagenet_state_dict()[0])
+    for lo, hi in STAGES[:mc.frozen_stages]:
+        body.features[lo:hi].requires_grad_(False)
+    fpn_ch = mc.fpn_channels
+    return BackboneWithFPN(body.features, {"6": "c3", "13": "c4", "17": "c5"}, [32, 96, 320], fpn_ch,
+                           extra_blocks=LastLevelP6P7(320, fpn_ch))
 
 
 @torch.no_grad()

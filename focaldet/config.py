@@ -122,10 +122,12 @@ class ModelConfig:
     """RetinaNet (docs/spec.md §4): the architecture keys, flat, then one group per stage of the
     detector that has settings of its own. Sizes in pixels of the network input."""
 
-    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet{10,18}_w{32,48} (narrow, CPU)
-    backbone_weights: Optional[str] = None  # None | "imagenet" (online only) | path to a state_dict
+    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v2 | resnet{10,18}_w{32,48} (narrow, CPU)
+    # None | "imagenet" (ResNets: online only; mobilenet_v2: offline from the installed weights
+    # package, else online) | path to a state_dict
+    backbone_weights: Optional[str] = None
     norm: str = "frozen_bn"  # frozen_bn | bn | gn
-    frozen_stages: int = 2  # ResNet stages frozen (0 = none; 1 = stem; 2 = stem + layer1, as torchvision/detectron2/mmdet)
+    frozen_stages: int = 2  # backbone stages frozen (0 = none; 1 = stem; 2 = stem + layer1 / the stride-4 stage, as torchvision/detectron2/mmdet)
     fpn_channels: int = 256
     p6_from: str = "c5"  # c5 (paper) | p5 (torchvision v1)
     head_depth: int = 4
@@ -139,7 +141,7 @@ class ModelConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def validate(self, where: str) -> None:
-        _choice(where, "backbone", self.backbone, ("resnet18", "resnet34", "resnet50", "resnet101",
+        _choice(where, "backbone", self.backbone, ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2",
                                                    "resnet10_w32", "resnet18_w32", "resnet10_w48", "resnet18_w48"))
         _choice(where, "norm", self.norm, ("frozen_bn", "bn", "gn"))
         _choice(where, "p6_from", self.p6_from, ("c5", "p5"))

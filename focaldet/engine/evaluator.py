@@ -2,6 +2,8 @@
 long-tail metrics, and ``evaluate(cfg, weights)`` for ``focaldet eval``."""
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Optional, Union
 
@@ -86,7 +88,10 @@ def load_for_inference(cfg: Optional[Config], weights: Union[str, Path], device:
         cfg.loss = config_from_dict({"loss": ckpt["config"].get("loss", {})}, source=str(weights)).loss
     num_classes = len(ckpt["class_names"])
     check_compatible(ckpt, cfg.to_dict()["model"], num_classes, cfg.loss.name, weights)
-    model = build_model(cfg, num_classes)
+    # every weight comes from the checkpoint: do not read (or download) ImageNet backbone weights
+    build_cfg = copy.deepcopy(cfg)
+    build_cfg.model.backbone_weights = None
+    model = build_model(build_cfg, num_classes)
     load_model_state(model, ckpt["model"], weights)
     return model.to(device).eval(), cfg, ckpt
 

@@ -133,27 +133,41 @@ def load_resnet_weights(net: nn.Module, weights: str, weights_enum: type) -> Non
         state = weights_enum.IMAGENET1K_V1.get_state_dict(progress=True)
         where = f"torchvision {weights_enum.__name__}.IMAGENET1K_V1"
     else:
-        path = Path(weights).expanduser()
-        where = str(path)
-        if not path.is_file():
-            raise CheckpointError(f"{where}: model.backbone_weights file not found "
-                                  f"(expected 'imagenet' or a path to a ResNet state_dict)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated file, pickle with code, not a torch file
-            raise CheckpointError(f"{where}: cannot read backbone weights: {e}") from None
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{where}: expected a state_dict (a mapping of tensors), got {type(state).__name__}")
-        state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        state, where = read_state_dict(weights, "ResNet")
+    load_checked_state_dict(net, state, where, head="fc.", kind=f"{type(net).__name__} state_dict of this depth")
+
+
+def read_state_dict(weights: str, kind: str) -> tuple[dict, str]:
+    """A backbone ``state_dict`` read from the file ``weights`` (a ``{"state_dict": …}`` wrapper is
+    unwrapped), and the file's name for messages."""
+    path = Path(weights).expanduser()
+    where = str(path)
+    if not path.is_file():
+        raise CheckpointError(f"{where}: model.backbone_weights file not found "
+                              f"(expected 'imagenet' or a path to a {kind} state_dict)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, pickle with code, not a torch file
+        raise CheckpointError(f"{where}: cannot read backbone weights: {e}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state, where
+
+
+def load_checked_state_dict(net: nn.Module, state, where: str, head: str, kind: str) -> None:
+    """Load an ImageNet classifier's ``state_dict`` into ``net`` without its classifier (keys
+    starting with ``head``), after checking every key and shape; a ``module.`` prefix from
+    DataParallel is stripped."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: expected a state_dict (a mapping of tensors), got {type(state).__name__}")
+    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
     expected = net.state_dict()
-    missing = sorted(k for k in expected if not k.startswith("fc.") and k not in state
+    missing = sorted(k for k in expected if not k.startswith(head) and k not in state
                      and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state if k not in expected and not k.endswith("num_batches_tracked"))
     if missing or unexpected:
-        raise CheckpointError(f"{where}: not a {type(net).__name__} state_dict of this depth: "
+        raise CheckpointError(f"{where}: not a {kind}: "
                               f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     for k, v in state.items():
         if k in expected and expected[k].shape != v.shape:

@@ -11,6 +11,7 @@ from focaldet.model.cpu_backbone import CPU_RESNETS, CpuResNetBackbone
 from focaldet.model.fpn import FPN
 from focaldet.model.head import RetinaNetHead
 from focaldet.model.matcher import Matcher
+from focaldet.model.mobilenet import MobileNetV2Backbone
 from focaldet.model.retinanet import RetinaNet
 
 # Values a preset puts in place of the defaults; fields a user set to a non-default value are kept.
@@ -64,6 +65,11 @@ def build_model(cfg: Config, num_classes: int) -> RetinaNet:
             raise ConfigError(f"model.backbone: {mc.backbone} is trained from scratch: use model.norm=bn or gn "
                               f"and no model.backbone_weights")
         backbone = CpuResNetBackbone(mc.backbone, NORMS[mc.norm], frozen_stages=mc.frozen_stages)
+    elif mc.backbone == "mobilenet_v2":
+        if mc.norm == "gn":  # 16- and 24-channel layers: GroupNorm's 32 groups do not divide them
+            raise ConfigError("model.norm: 'gn' is not available for mobilenet_v2 (layers of 16 and 24 "
+                              "channels; its ImageNet weights are for batch norm): use frozen_bn or bn")
+        backbone = MobileNetV2Backbone(NORMS[mc.norm], frozen_stages=mc.frozen_stages, weights=mc.backbone_weights)
     else:
         backbone = ResNetBackbone(mc.backbone, norm=mc.norm, frozen_stages=mc.frozen_stages,
                                   weights=mc.backbone_weights)

@@ -12,6 +12,23 @@ SIZE = 128
 PLACES = [(8, 10, 44, 44), (70, 60, 50, 36), (20, 78, 40, 40)]
 
 
+def normalized_photo(size=128):
+    """skimage's chelsea (a tabby cat) as a (1, 3, size, size) batch, ImageNet-normalised."""
+    img = skimage.transform.resize(skimage.data.chelsea(), (size, size), anti_aliasing=True)
+    x = torch.from_numpy(img).float().permute(2, 0, 1)[None]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def randomize_bn_statistics(model: torch.nn.Module) -> None:
+    """Non-trivial running statistics in every BatchNorm2d of ``model`` (fresh ones are 0 / 1)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+
+
 def _rgb(a):
     a = a if a.ndim == 3 else np.stack([a] * 3, -1)
     return a[..., :3].astype(np.float32) / 255

@@ -2,8 +2,6 @@
 import math
 
 import pytest
-import skimage.data
-import skimage.transform
 import torch
 import torchvision
 from torchvision.models._utils import IntermediateLayerGetter
@@ -12,22 +10,12 @@ from focaldet.errors import CheckpointError, FocaldetError
 from focaldet.model.backbone import ResNetBackbone
 from focaldet.model.fpn import FPN
 from focaldet.model.head import RetinaNetHead
-
-
-def _photo(size=128):
-    img = skimage.transform.resize(skimage.data.chelsea(), (size, size), anti_aliasing=True)
-    x = torch.from_numpy(img).float().permute(2, 0, 1)[None]
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (x - mean) / std
+from model_testutils import normalized_photo as _photo, randomize_bn_statistics
 
 
 def test_local_state_dict_loads_and_features_equal_torchvision(tmp_path):
     ref = torchvision.models.resnet18(weights=None).eval()
-    with torch.no_grad():  # non-trivial BN statistics so that a wrong mapping would show
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
+    randomize_bn_statistics(ref)  # so that a wrong mapping would show
     path = tmp_path / "r18.pth"
     torch.save(ref.state_dict(), path)
     ours = ResNetBackbone("resnet18", norm="frozen_bn", frozen_stages=2, weights=str(path)).eval()

@@ -54,7 +54,7 @@ def fresh_venv(path: Path) -> Path:
 def test_wheel_installed_elsewhere_runs_the_quick_paths(tmp_path):
     wheel = build_wheel(tmp_path / "build")
     names = zipfile.ZipFile(wheel).namelist()
-    for preset in ("lt_digits_cpu", "lt_stamps_cpu", "retinanet_r50_fpn_1x_coco", "lvis_efl_r50_2x"):
+    for preset in ("lt_digits_cpu", "lt_stamps_cpu", "lt_stamps_cpu_scratch", "retinanet_r50_fpn_1x_coco", "lvis_efl_r50_2x"):
         assert f"focaldet/configs/{preset}.yaml" in names
     assert not any(n.startswith(("tests/", "benchmarks/", "configs/")) for n in names)
 
