@@ -137,7 +137,8 @@ PRESETS = {
         baseline="focal_g2",
         claims=paper_table1_claims,
         expected_runtime="12 arms × 3 seeds = 36 CPU-preset runs: about 36 × the time of one "
-                         "`focaldet train` of the CPU preset (≈ 4 min each on one core → ≈ 75 min with "
-                         "the command started twice, one process per core)",
+                         "`focaldet train` of the CPU preset (lt_stamps_cpu: ≈ 4–5 min each with two "
+                         "threads → ≈ 2.5–3 h; lt_stamps_cpu_scratch: ≈ 4 min each on one core → ≈ 75 min "
+                         "with the command started twice, one process per core)",
     ),
 }
