@@ -67,12 +67,12 @@ def build_reference(cfg, num_classes: int, size: int) -> RetinaNet:
 def mobilenet_fpn(mc) -> BackboneWithFPN:
     """torchvision's MobileNetV2 with the same ImageNet weights, FrozenBN and frozen stages as the
     preset, C3/C4/C5 = ``features[6]``, ``[13]``, ``[17]`` into torchvision's FPN with P6/P7 from C5."""
-    from focaldet.model.mobilenet import STAGES, imagenet_state_dict
+    from focaldet.model.mobilenet import STAGES, load_mobilenet_weights
 
     norm = FrozenBatchNorm2d if mc.norm == "frozen_bn" else nn.BatchNorm2d
     body = torchvision.models.mobilenet_v2(weights=None, norm_layer=norm)
-    if mc.backbone_weights == "imagenet":
-        body.load_state_dict(imagenet_state_dict()[0])
+    if mc.backbone_weights is not None:
+        load_mobilenet_weights(body, mc.backbone_weights)
     for lo, hi in STAGES[:mc.frozen_stages]:
         body.features[lo:hi].requires_grad_(False)
     fpn_ch = mc.fpn_channels
