@@ -21,7 +21,8 @@ def test_unknown_optimizer_names_the_key():
     assert "train.optimizer" in str(e.value) and "adam" in str(e.value)
 
 
-@pytest.mark.parametrize("name,optimizer", [("lt_stamps_cpu.yaml", "sgd"), ("lt_digits_cpu.yaml", "adamw")])
+@pytest.mark.parametrize("name,optimizer", [("lt_stamps_cpu.yaml", "sgd"), ("lt_digits_cpu.yaml", "sgd"),
+                                            ("lt_stamps_cpu_scratch.yaml", "sgd")])
 def test_cpu_presets_load_with_their_optimizer(name, optimizer):
     cfg = load_config(PRESETS / name)
     assert cfg.train.optimizer == optimizer

@@ -15,6 +15,18 @@ def test_preset_by_name_from_another_folder(tmp_path, monkeypatch):
     assert {"lt_digits_cpu", "lt_stamps_cpu", "retinanet_r50_fpn_1x_coco"} <= set(preset_names())
 
 
+def test_the_fallback_preset_is_the_demo_recipe_on_lt_digits():
+    """`focaldet demo` falls back to lt_digits_cpu where the lt-stamps photos are missing; it must
+    train exactly the default preset's recipe, only on the other benchmark."""
+    stamps, digits = load_config("lt_stamps_cpu").to_dict(), load_config("lt_digits_cpu").to_dict()
+    assert digits["data"].pop("benchmark") == "lt-digits" and stamps["data"].pop("benchmark") == "lt-stamps"
+    assert digits["data"]["generator"].pop("classes") == "category"
+    assert stamps["data"]["generator"].pop("classes") == "instance"
+    assert digits["runtime"].pop("work_dir") != stamps["runtime"].pop("work_dir")
+    assert digits == stamps
+    assert digits["model"]["backbone_weights"] == "imagenet"
+
+
 def test_a_local_file_takes_precedence(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lt_digits_cpu.yaml").write_text("train: {epochs: 7}\n")
