@@ -259,7 +259,7 @@ class TrainConfig:
     max_iters: Optional[int] = None  # overrides epochs when set
     base_lr: float = 0.01  # for `base_batch` images; scaled linearly to the real total batch
     base_batch: int = 16
-    optimizer: str = "sgd"  # sgd (SGD with momentum, docs/spec.md §4) | adamw (β = 0.9, 0.999; from-scratch CPU presets)
+    optimizer: str = "sgd"  # sgd (SGD with momentum, docs/spec.md §4) | adamw (β = 0.9, 0.999)
     momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     warmup_iters: int = 500
