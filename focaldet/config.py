@@ -406,7 +406,12 @@ def resolve_config_path(path: Union[str, os.PathLike]) -> Path:
         return p
     if p.parent == Path(".") and (PRESETS_DIR / f"{p.stem}.yaml").is_file() and p.suffix in ("", ".yaml"):
         return PRESETS_DIR / f"{p.stem}.yaml"
-    raise ConfigError(f"{path}: config file not found (and not a packaged preset: {', '.join(preset_names())})")
+    hint = ""
+    if p.suffix == ".yaml" and (PRESETS_DIR / p.name).is_file():
+        # `configs/` is a link into the package in a checkout only; an installed focaldet has the preset
+        hint = f"outside a focaldet checkout, name the packaged preset: {p.stem}"
+    raise ConfigError(f"{path}: config file not found (and not a packaged preset: {', '.join(preset_names())})",
+                      hint=hint)
 
 
 def _switch_loss(raw: dict, source: str, file_name: str, file_params: set, overridden: set) -> None:

@@ -17,8 +17,12 @@ def test_preset_by_name_from_another_folder(tmp_path, monkeypatch):
 
 def test_the_fallback_preset_is_the_demo_recipe_on_lt_digits():
     """`focaldet demo` falls back to lt_digits_cpu where the lt-stamps photos are missing; it must
-    train exactly the default preset's recipe, only on the other benchmark."""
+    train the default preset's recipe on the other benchmark. The one other difference: uniform
+    sampling (the repeat-factor threshold was chosen on lt-stamps' dev split only)."""
     stamps, digits = load_config("lt_stamps_cpu").to_dict(), load_config("lt_digits_cpu").to_dict()
+    assert (stamps["data"].pop("sampler"), stamps["data"].pop("repeat_threshold")) == ("repeat_factor", 0.1)
+    assert digits["data"].pop("sampler") == "uniform"
+    digits["data"].pop("repeat_threshold")  # unused with uniform sampling
     assert digits["data"].pop("benchmark") == "lt-digits" and stamps["data"].pop("benchmark") == "lt-stamps"
     assert digits["data"]["generator"].pop("classes") == "category"
     assert stamps["data"]["generator"].pop("classes") == "instance"
@@ -51,3 +55,20 @@ def test_train_accepts_a_preset_name(tmp_path, monkeypatch, capsys):
     assert main(["train", "lt_stamps_cpu", "train.epocs=1"]) == 2
     err = capsys.readouterr().err
     assert "lt_stamps_cpu.yaml: train.epocs: unknown key" in err
+
+
+def test_a_checkout_path_outside_the_checkout_names_the_preset(tmp_path, monkeypatch, capsys):
+    """`focaldet train configs/lt_stamps_cpu.yaml` (the README's form) run where no `configs/`
+    link exists, e.g. from an installed wheel: one line plus a hint naming the preset to use."""
+    from focaldet.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/lt_stamps_cpu.yaml")
+    assert e.value.hint.endswith("name the packaged preset: lt_stamps_cpu")
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/lt_stamps_gpu.yaml")
+    assert e.value.hint == ""
+    assert main(["train", "configs/lt_digits_cpu.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "config file not found" in err and "name the packaged preset: lt_digits_cpu" in err
