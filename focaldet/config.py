@@ -269,6 +269,9 @@ class TrainConfig:
     grad_clip: Optional[float] = None  # max L2 norm of all gradients
     amp: str = "none"  # none | fp16 (CUDA) | bf16 (CUDA and CPU); see engine/amp.py
     eval_interval: int = 1  # epochs (or iters if max_iters) between evaluations; 0 = only at the end
+    # evaluations before the last one use only the first N val images (by image id), the last one
+    # every image: cheap learning curves on a large val set; best.pt is chosen on those N. None: all
+    eval_images: Optional[int] = None
     ckpt_interval: int = 1  # epochs (or iters if max_iters) between checkpoints
     keep_last: int = 3
     nonfinite: str = "stop"  # stop | skip
@@ -293,6 +296,8 @@ class TrainConfig:
         _choice(where, "amp", self.amp, ("none", "fp16", "bf16"))
         _choice(where, "nonfinite", self.nonfinite, ("stop", "skip"))
         _range(where, "eval_interval", self.eval_interval, 0, None)
+        if self.eval_images is not None:
+            _range(where, "eval_images", self.eval_images, 1, None)
         _range(where, "ckpt_interval", self.ckpt_interval, 1, None)
         _range(where, "keep_last", self.keep_last, 1, None)
         _range(where, "max_nonfinite_skips", self.max_nonfinite_skips, 0, None)
@@ -383,10 +388,13 @@ def load_config(path: Union[str, os.PathLike, None] = None, overrides: Optional[
     raw = upgrade_keys(raw, source)
     file_loss = raw.get("loss") if isinstance(raw.get("loss"), dict) else {}
     file_loss_name, file_params = file_loss.get("name", "focal"), set(file_loss) - {"name", "track_grad_stats", "compile"}
+    file_data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    file_paths = {split: file_data.get(f"{split}_ann") for split in ("train", "val")}
     set_by_override = set()
     for ov in overrides or []:
         set_by_override.add(apply_override(raw, ov))
     _switch_loss(raw, source, file_loss_name, file_params, set_by_override)
+    _check_generator_override(raw, source, file_paths, set_by_override)
     return config_from_dict(raw, source)
 
 
@@ -412,6 +420,23 @@ def resolve_config_path(path: Union[str, os.PathLike]) -> Path:
         hint = f"outside a focaldet checkout, name the packaged preset: {p.stem}"
     raise ConfigError(f"{path}: config file not found (and not a packaged preset: {', '.join(preset_names())})",
                       hint=hint)
+
+
+def _check_generator_override(raw: dict, source: str, file_paths: dict, overridden: set) -> None:
+    """A run's saved ``config.yaml`` records the generated files it used, and given paths win over
+    ``data.benchmark`` (data/loader.resolve_data). So ``data.generator.val=1000`` on the command
+    line of ``focaldet eval runs/x/config.yaml`` would be ignored without a word: refuse it, and
+    say which keys to clear."""
+    generator = sorted(k for k in overridden if k == "data.generator" or k.startswith("data.generator."))
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    if not generator or data.get("benchmark") is None:
+        return
+    for split, path in file_paths.items():
+        if path is not None and f"data.{split}_ann" not in overridden and data.get(f"{split}_ann") is not None:
+            raise ConfigError(f"{source}: override {generator[0]} would be ignored: the file sets data.{split}_ann "
+                              f"({path}), and given paths win over data.benchmark",
+                              hint=f"to draw the benchmark data.generator describes, also give "
+                                   f"data.{split}_ann=null data.{split}_images=null")
 
 
 def _switch_loss(raw: dict, source: str, file_name: str, file_params: set, overridden: set) -> None:

@@ -248,3 +248,28 @@ def test_good_loss_parameters_load_unchanged(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("loss: {name: modified_focal, gamma: 1, max_weight: 10}\n")
     assert load_config(p).loss.params == {"gamma": 1, "max_weight": 10}
+
+
+def test_a_generator_override_the_recorded_paths_would_win_over_is_refused(tmp_path):
+    """A run's config.yaml records the generated files it used; given paths win over the
+    benchmark, so `eval runs/x/config.yaml data.generator.val=1000` would silently evaluate the old
+    200-image split. It must stop, naming the override and the keys to clear."""
+    run = tmp_path / "config.yaml"
+    run.write_text(yaml.safe_dump({"data": {
+        "benchmark": "lt-stamps", "generator": {"train": 2000, "val": 200},
+        "train_ann": "/d/bench_n2000-200/annotations/train.json", "train_images": "/d/bench_n2000-200/train",
+        "val_ann": "/d/bench_n2000-200/annotations/val.json", "val_images": "/d/bench_n2000-200/val"}}))
+    with pytest.raises(ConfigError) as e:
+        load_config(run, ["data.generator.val=1000"])
+    assert "override data.generator.val would be ignored: the file sets data.train_ann" in str(e.value)
+    assert e.value.hint.endswith("data.train_ann=null data.train_images=null")
+    with pytest.raises(ConfigError, match="the file sets data.val_ann"):  # train cleared, val still recorded
+        load_config(run, ["data.generator.val=1000", "data.train_ann=null", "data.train_images=null"])
+    cleared = ["data.train_ann=null", "data.train_images=null", "data.val_ann=null", "data.val_images=null"]
+    cfg = load_config(run, ["data.generator.val=1000", *cleared])
+    assert cfg.data.generator.val == 1000 and cfg.data.val_ann is None and cfg.data.train_ann is None
+    # no generator override, or paths given on the command line, or no benchmark: nothing to refuse
+    assert load_config(run, ["train.max_iters=3"]).data.val_ann.endswith("val.json")
+    assert load_config(run, ["data.generator={train: 2000, val: 1000}", "data.train_ann=/x/t.json",
+                             "data.val_ann=/x/v.json"]).data.generator.val == 1000
+    assert load_config(run, ["data.benchmark=null", "data.generator.seed=3"]).data.generator.seed == 3

@@ -353,10 +353,14 @@ def mechanism_rows(records: Sequence[RunRecord], arms: Sequence[Arm]) -> list[li
 
 def learning_curve(r: RunRecord) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """(training minutes (T,), val AP (T,)) at each periodic evaluation of a run, the minutes summed
-    from the logged per-iteration times (evaluation time excluded); None without evaluations."""
-    lines = read_metrics(r.dir)
-    train = [(m["iter"], m["time"]) for m in lines if m.get("type") == "train" and m.get("time") is not None]
-    evals = [(m["iter"], m["AP"]) for m in lines if m.get("type") == "eval" and m.get("AP") is not None]
+    from the logged per-iteration times (evaluation time excluded); None without evaluations.
+    A run with ``train.eval_images`` is followed on its val subset, which every evaluation scored
+    (the final one also scored the whole val set: that is the run's result, not a curve point)."""
+    lines = [m for m in read_metrics(r.dir) if m.get("type") in ("train", "eval")]
+    if any(m.get("subset") for m in lines):
+        lines = [m for m in lines if m["type"] == "train" or m.get("subset")]
+    train = [(m["iter"], m["time"]) for m in lines if m["type"] == "train" and m.get("time") is not None]
+    evals = [(m["iter"], m["AP"]) for m in lines if m["type"] == "eval" and m.get("AP") is not None]
     if not evals or not train:
         return None
     its = np.array([0] + [t[0] for t in train], dtype=float)
@@ -371,9 +375,10 @@ def plot_learning_curves(records: Sequence[RunRecord], arms: Sequence[Arm], path
     colors = _colors(arms)
     runs = _by_arm(records, arms)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = 0
+    drawn, subset = 0, set()
     for arm in arms:
         for j, r in enumerate(runs[arm.name]):
+            subset |= {m["images"] for m in read_metrics(r.dir) if m.get("type") == "eval" and m.get("subset")}
             curve = learning_curve(r)
             if curve is None:
                 continue
@@ -384,7 +389,8 @@ def plot_learning_curves(records: Sequence[RunRecord], arms: Sequence[Arm], path
         plt.close(fig)
         return None
     ax.set_xlabel("training time (minutes, this machine, evaluation excluded)")
-    ax.set_ylabel("val AP (points)")
+    first = f", first {'/'.join(str(n) for n in sorted(subset))} val images" if subset else ""
+    ax.set_ylabel(f"val AP (points{first})")
     ax.set_title("Learning curves")
     ax.grid(alpha=0.3)
     _legend(ax, len(arms))

@@ -47,7 +47,7 @@ RESUMABLE_KEYS = {
     "runtime": {"work_dir", "resume", "device", "threads", "log_interval"},
     "data": {"root", "num_workers", "train_ann", "train_images", "val_ann", "val_images", "test_size",
              "rare_max", "common_max"},
-    "train": {"epochs", "max_iters", "eval_interval", "ckpt_interval", "keep_last", "nonfinite",
+    "train": {"epochs", "max_iters", "eval_interval", "eval_images", "ckpt_interval", "keep_last", "nonfinite",
               "max_nonfinite_skips"},
     "model": {"inference.score_thresh", "inference.topk_candidates", "inference.nms_thresh",
               "inference.detections_per_img"},

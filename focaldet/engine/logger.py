@@ -124,18 +124,22 @@ class MetricLogger:
             if postfix:
                 self._bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
 
-    def log_eval(self, iteration: int, epoch: int, stats: dict) -> None:
+    def log_eval(self, iteration: int, epoch: int, stats: dict, *, images: Optional[int] = None,
+                 subset: bool = False) -> None:
+        """One evaluation: ``images`` val images were scored; ``subset``: only the first ones of the
+        val set (``train.eval_images``), which the learning curve follows."""
         if not self.enabled:
             return
         rec = {"type": "eval", "iter": iteration, "epoch": epoch,
+               **({} if images is None else {"images": images, "subset": subset}),
                **{k: _clean(v) for k, v in stats.items()}}
         self._append(rec)
         if self._tb is not None:
             for k, v in stats.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
-                    self._tb.add_scalar(f"val/{k}", v, iteration)
+                    self._tb.add_scalar(f"{'val_first' if subset else 'val'}/{k}", v, iteration)
         shown = "  ".join(f"{k}: {stats[k]:.4f}" for k in STAT_KEYS if k in stats)
-        self.print(f"Epoch(val) [{epoch}] (iter {iteration})  {shown}")
+        self.print(f"Epoch(val{f' first {images}' if subset else ''}) [{epoch}] (iter {iteration})  {shown}")
 
     def log_record(self, rec: dict) -> None:
         """Append a free-form record (``type`` and ``iter`` keys) to ``metrics.jsonl`` only."""

@@ -92,6 +92,7 @@ class Run:
     eval_every: int
     ckpt_every: int
     logger: Optional[MetricLogger] = None
+    val_subset: Any = None  # the first train.eval_images val images, or None: see evaluate()
 
     @property
     def sampler(self):
@@ -200,6 +201,28 @@ def build_data(cfg: Config):
     return train_set, val_set
 
 
+def build_val_subset(cfg: Config, val_set, run_dir: Path):
+    """The val set cut to its first ``train.eval_images`` images (by image id) with their
+    annotations, written to ``run_dir/eval/val_first<N>.json``; None when the key is unset or
+    does not cut anything."""
+    from dataclasses import replace
+
+    from focaldet.data.loader import build_dataset
+
+    n = cfg.train.eval_images
+    if n is None or n >= len(val_set):
+        return None
+    path = run_dir / "eval" / f"val_first{n}.json"
+    if dist.is_main_process():
+        coco = json.loads(Path(val_set.ann_file).read_text(encoding="utf-8"))
+        keep = set(sorted(im["id"] for im in coco["images"])[:n])
+        coco["images"] = [im for im in coco["images"] if im["id"] in keep]
+        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
+        atomic_write_json(path, coco, indent=None)
+    dist.barrier()
+    return build_dataset(replace(cfg.data, val_ann=str(path.resolve())), train=False)
+
+
 def effective_batch(cfg: Config, num_images: int, world: int) -> int:
     """Images per optimizer step over all ranks: ``data.batch_size`` per rank, but never more than
     an epoch holds (``num_images``: the sampler's epoch size; a rank's sampler yields at most its
@@ -245,7 +268,8 @@ def build_run(cfg: Config, device: torch.device, run_dir: Path) -> Run:
                optimizer=optimizer, scheduler=scheduler,
                scaler=torch.amp.GradScaler("cuda", enabled=use_scaler), amp_dtype=amp_dtype,
                use_scaler=use_scaler, lr=lr, iters_per_epoch=iters_per_epoch, total_iters=total,
-               milestones=milestones, eval_every=t.eval_interval * unit, ckpt_every=t.ckpt_interval * unit)
+               milestones=milestones, eval_every=t.eval_interval * unit, ckpt_every=t.ckpt_interval * unit,
+               val_subset=build_val_subset(cfg, val_set, run_dir))
 
 
 def start_logging(run: Run, state: TrainState, changes: list, stream, use_tqdm: Optional[bool]) -> None:
@@ -463,15 +487,23 @@ def save_checkpoint(run: Run, state: TrainState) -> Optional[Path]:
 
 
 def evaluate(run: Run, state: TrainState, ckpt_path: Path, *, final: bool) -> None:
-    """Evaluate on the val set; point ``best.pt`` at ``ckpt_path`` when the AP improved."""
+    """Evaluate on the val set; point ``best.pt`` at ``ckpt_path`` when the AP improved.
+
+    With ``train.eval_images`` the evaluations score the first N val images (the learning curve;
+    best.pt is chosen on them), and the final one scores those and then the whole val set, whose
+    metrics are the run's result."""
     it = state.iteration
-    ev = evaluate_model(run.net, run.val_set, run.cfg, run.device,
-                        train_image_counts=run.train_set.class_image_counts, num_train_images=len(run.train_set))
+    sets = [run.val_set] if run.val_subset is None else [run.val_subset] + ([run.val_set] if final else [])
+    for dataset in sets:
+        ev = evaluate_model(run.net, dataset, run.cfg, run.device,
+                            train_image_counts=run.train_set.class_image_counts, num_train_images=len(run.train_set))
+        state.stats = ev.stats if ev is not None else {}
+        if dataset is sets[0]:
+            ap = dist.broadcast_object(float(state.stats.get("AP", float("nan"))) if run.main else None)
+        run.logger.log_eval(it, run.epoch_number(it), state.stats, images=len(dataset),
+                            subset=dataset is run.val_subset)
     run.model.train()
-    state.stats = ev.stats if ev is not None else {}
     state.evaluated_at = it
-    ap = dist.broadcast_object(float(state.stats.get("AP", float("nan"))) if run.main else None)
-    run.logger.log_eval(it, run.epoch_number(it), state.stats)
     if math.isfinite(ap) and ap > state.best_ap:
         state.best_ap = ap
         if run.main:

@@ -64,3 +64,14 @@ def test_json_files_are_strict(tmp_path):
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}")) == \
         {"AP": None, "x": [1.5, None], "k": {"1": 2}}
+
+
+def test_learning_curve_follows_the_val_subset_when_the_run_had_one(tmp_path):
+    """With train.eval_images the final iteration has two records: the subset (a curve point) and
+    the whole val set (the result, on other images: not a point of the same curve)."""
+    lines = [{"type": "train", "iter": 10, "time": 0.5}, {"type": "eval", "iter": 10, "AP": 0.1, "images": 3, "subset": True},
+             {"type": "train", "iter": 20, "time": 0.5}, {"type": "eval", "iter": 20, "AP": 0.2, "images": 3, "subset": True},
+             {"type": "eval", "iter": 20, "AP": 0.9, "images": 8, "subset": False}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in lines))
+    minutes, ap = learning_curve(RunRecord("focal", 0, tmp_path, "finished"))
+    assert np.allclose(minutes * 60, [5.0, 10.0]) and np.allclose(ap, [0.1, 0.2])
