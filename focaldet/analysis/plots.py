@@ -378,12 +378,18 @@ def plot_learning_curves(records: Sequence[RunRecord], arms: Sequence[Arm], path
     drawn, subset = 0, set()
     for arm in arms:
         for j, r in enumerate(runs[arm.name]):
-            subset |= {m["images"] for m in read_metrics(r.dir) if m.get("type") == "eval" and m.get("subset")}
+            evals = [m for m in read_metrics(r.dir) if m.get("type") == "eval" and m.get("AP") is not None]
+            subset |= {m["images"] for m in evals if m.get("subset")}
             curve = learning_curve(r)
             if curve is None:
                 continue
-            ax.plot(curve[0], 100 * curve[1], "o-", ms=3, lw=1.4, color=colors[arm.name], alpha=1.0 if j == 0 else 0.5,
+            alpha = 1.0 if j == 0 else 0.5
+            ax.plot(curve[0], 100 * curve[1], "o-", ms=3, lw=1.4, color=colors[arm.name], alpha=alpha,
                     label=arm.title if j == 0 else None)
+            whole = [m for m in evals if m.get("subset") is False]
+            if any(m.get("subset") for m in evals) and whole:  # the run's result, on every val image
+                ax.plot(curve[0][-1], 100 * whole[-1]["AP"], "*", ms=9, color=colors[arm.name], alpha=alpha,
+                        mec="black", mew=0.5)
             drawn += 1
     if not drawn:
         plt.close(fig)
@@ -391,6 +397,8 @@ def plot_learning_curves(records: Sequence[RunRecord], arms: Sequence[Arm], path
     ax.set_xlabel("training time (minutes, this machine, evaluation excluded)")
     first = f", first {'/'.join(str(n) for n in sorted(subset))} val images" if subset else ""
     ax.set_ylabel(f"val AP (points{first})")
+    if subset:
+        ax.plot([], [], "*", ms=9, color="grey", mec="black", mew=0.5, label="final, whole val set")
     ax.set_title("Learning curves")
     ax.grid(alpha=0.3)
     _legend(ax, len(arms))
