@@ -17,12 +17,9 @@ def test_preset_by_name_from_another_folder(tmp_path, monkeypatch):
 
 def test_the_fallback_preset_is_the_demo_recipe_on_lt_digits():
     """`focaldet demo` falls back to lt_digits_cpu where the lt-stamps photos are missing; it must
-    train the default preset's recipe on the other benchmark. The one other difference: uniform
-    sampling (the repeat-factor threshold was chosen on lt-stamps' dev split only)."""
+    train the default preset's recipe on the other benchmark, repeat-factor sampling included."""
     stamps, digits = load_config("lt_stamps_cpu").to_dict(), load_config("lt_digits_cpu").to_dict()
-    assert (stamps["data"].pop("sampler"), stamps["data"].pop("repeat_threshold")) == ("repeat_factor", 0.1)
-    assert digits["data"].pop("sampler") == "uniform"
-    digits["data"].pop("repeat_threshold")  # unused with uniform sampling
+    assert (digits["data"]["sampler"], digits["data"]["repeat_threshold"]) == ("repeat_factor", 0.1)
     assert digits["data"].pop("benchmark") == "lt-digits" and stamps["data"].pop("benchmark") == "lt-stamps"
     assert digits["data"]["generator"].pop("classes") == "category"
     assert stamps["data"]["generator"].pop("classes") == "instance"
