@@ -124,7 +124,9 @@ def main(argv=None) -> int:
           and math.isfinite(growth) and growth < args.max_growth)
     evals = [json.loads(ln) for ln in (work / "metrics.jsonl").read_text().splitlines()
              if json.loads(ln)["type"] == "eval"]
-    aps = ", ".join(f"{e['iter']}:{e['AP']:.4f}" for e in evals if isinstance(e.get("AP"), float))
+    # with train.eval_images an evaluation scores the first N val images; the last one also all
+    aps = ", ".join(f"{e['iter']}{' (first ' + str(e['images']) + ')' if e.get('subset') else ''}:{e['AP']:.4f}"
+                    for e in evals if isinstance(e.get("AP"), float))
     print(f"soak: {'PASS' if ok else 'FAIL'}: {result['iterations']} iterations in {wall / 60:.1f} min "
           f"({wall / max(result['iterations'], 1):.3f} s/iter, {args.threads} threads), {len(evals)} evaluations "
           f"(AP {aps}); RSS after warm-up {base:.0f} -> {end:.0f} MiB (growth {growth * 100:+.2f} %, "
