@@ -6,7 +6,8 @@ import warnings
 
 EPILOG = """examples:
   focaldet predict --weights runs/lt_stamps_cpu/checkpoints/best.pt photos/ --out predictions/
-  focaldet predict --weights best.pt a.jpg b.png --out out/ --score-thresh 0.5"""
+  focaldet predict --weights best.pt a.jpg b.png --out out/ --score-thresh 0.5
+  focaldet predict --weights best.pt photos/ --out out/ --amp bf16     # fast mode (AMX/AVX512-BF16 CPUs, GPUs)"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="short side in pixels the images are resized to (default: the training config's "
                              "data.test_size)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None,
+                        help="autocast for the forward pass (default: the checkpoint's train.amp); bf16 is the "
+                             "fast mode on GPUs and on CPUs with AVX512-BF16/AMX, float32 with a notice elsewhere")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (it is shown only when stderr is a terminal anyway)")
 
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         out = predict(args.weights, args.inputs, args.out, score_thresh=args.score_thresh, device=args.device,
-                      test_size=args.test_size, progress=False if args.quiet else None)
+                      test_size=args.test_size, progress=False if args.quiet else None, amp=args.amp)
     seen = set()
     for w in caught:  # each distinct warning once
         if str(w.message) not in seen:

@@ -116,7 +116,7 @@ def previous_outputs(out_dir: Path) -> set[str]:
 @torch.no_grad()
 def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_dir: Union[str, Path], *,
             score_thresh: float = 0.3, device: str = "auto", test_size: Optional[int] = None,
-            draw: bool = True, progress: Optional[bool] = None) -> dict:
+            draw: bool = True, progress: Optional[bool] = None, amp: Optional[str] = None) -> dict:
     """Detect objects in ``inputs`` (image files and/or folders) with checkpoint ``weights``.
 
     Writes ``out_dir/<stem>.jpg`` (boxes with class name and score, those with score ≥
@@ -127,7 +127,8 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     drawing in ``out_dir`` belongs to which input; ``output`` is null where none could be written).
     ``out_dir`` must not be an input folder, and no output may replace an input.
     Returns ``{"images", "detections", "skipped", "results"}``. ``progress``: a bar on stderr
-    (None: only when stderr is a terminal).
+    (None: only when stderr is a terminal). ``amp``: ``none``, ``bf16`` or ``fp16`` (CUDA) autocast
+    for the forward pass (None: the checkpoint's ``train.amp``).
     """
     from focaldet.data.images import read_image
     from focaldet.data.transforms import build_transforms
@@ -154,8 +155,13 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     class_names = list(ckpt["class_names"])
     cat_ids = [int(c) for c in ckpt.get("cat_ids") or range(len(class_names))]
     transform = build_transforms(cfg.data, train=False)
-    # the checkpoint's train.amp, as `focaldet eval` uses it; an fp16 (CUDA) run predicts in fp32 elsewhere
-    amp_dtype, _ = amp_settings(cfg.train.amp if cfg.train.amp != "fp16" or dev.type == "cuda" else "none", dev)
+    if amp is not None:
+        if amp not in ("none", "bf16", "fp16"):
+            raise PredictError(f"--amp {amp}: must be one of none, bf16, fp16")
+        amp_dtype, _ = amp_settings(amp, dev)  # fp16 off CUDA: a one-line error, as for training
+    else:
+        # the checkpoint's train.amp, as `focaldet eval` uses it; an fp16 (CUDA) run predicts in fp32 elsewhere
+        amp_dtype, _ = amp_settings(cfg.train.amp if cfg.train.amp != "fp16" or dev.type == "cuda" else "none", dev)
     names = _unique_names(images)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = {n: safe_output_path(out_dir, n + ".jpg") for n in names}  # check all before writing any
