@@ -50,9 +50,12 @@ def run_inference(model: torch.nn.Module, dataset, cfg: Config, device: torch.de
 def evaluate_model(model: torch.nn.Module, dataset, cfg: Config, device: torch.device,
                    results_path: Optional[Union[str, Path]] = None, *,
                    train_image_counts: Optional[list[int]] = None, num_train_images: Optional[int] = None,
-                   progress: Optional[bool] = False):
+                   progress: Optional[bool] = False, results: Optional[list[dict]] = None):
     """Run inference and score it against ``dataset.ann_file``. Returns the
     :class:`~focaldet.evaluation.EvalResult` on rank 0 and None on the other ranks.
+
+    ``results``: COCO results already computed (e.g. by :func:`run_inference` over a larger set
+    that holds ``dataset``'s images): only those of ``dataset``'s images are scored, no inference.
 
     ``train_image_counts[label]``: training images per class, which define the rare / common /
     frequent groups (``data.rare_max`` / ``data.common_max``, or thresholds scaled to
@@ -60,7 +63,11 @@ def evaluate_model(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     from focaldet.evaluation import evaluate_detections
     from focaldet.utils.io import atomic_write_json
 
-    results = run_inference(model, dataset, cfg, device, progress=progress)
+    if results is None:
+        results = run_inference(model, dataset, cfg, device, progress=progress)
+    else:
+        ids = set(dataset.image_ids)
+        results = [r for r in results if r["image_id"] in ids]
     if not dist.is_main_process():
         return None
     if results_path is not None:

@@ -64,12 +64,12 @@ def postprocess_detections(cls_logits: torch.Tensor, box_deltas: torch.Tensor, a
     return results
 
 
-# Above this many candidates in a batch, one NMS call per (image, class) group beats one call
-# for all: torchvision's CPU kernel compares every kept box with every later box, groups or not,
-# so one call costs O(kept · n) while the groups cost Σ kept_g · n_g plus ~0.1 ms of Python per
-# call. Measured with 80 classes (benchmarks: random boxes, 2 threads): 1,000 candidates 1.7 ms
-# (one call) vs 10.5 ms (groups); 4,000: 30 vs 22 ms; 16,000 (an untrained R18 at 320², batch 4):
-# 610 vs 30 ms — torchvision's per-image, per-class calls took 19 ms there.
+# Up to this many candidates, one NMS call for a run of whole images beats one call per (image,
+# class) group: torchvision's CPU kernel compares every kept box with every later box, groups or
+# not, so one call costs O(kept · n) while the groups cost Σ kept_g · n_g plus ~0.05 ms of Python
+# per call. Measured with 80 classes (benchmarks: random boxes, 2 threads): 1,000 candidates
+# 1.7 ms (one call) vs 10.5 ms (groups); 4,000: 30 vs 22 ms; 16,000 (an untrained R18 at 320²,
+# batch 4): 610 vs 30 ms — torchvision's per-image, per-class calls took 19 ms there.
 ONE_CALL_MAX_CANDIDATES = 2000
 
 
@@ -83,30 +83,46 @@ def batch_class_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Ten
     Returns:
         per image, the indices into its M candidates that survive, by decreasing score.
 
-    Up to :data:`ONE_CALL_MAX_CANDIDATES` candidates, one ``torchvision.ops.nms`` call: each
-    (image, class) group is moved to its own square of the plane (shifted by
+    The images are cut into consecutive runs of at most :data:`ONE_CALL_MAX_CANDIDATES`
+    candidates (the whole batch when it fits), and each run is one ``torchvision.ops.nms`` call:
+    each (image, class) group is moved to its own square of the plane (shifted by
     group · (max_coordinate + 1)), so boxes of different groups never overlap — the coordinate
     trick of ``torchvision.ops.batched_nms``, with the shift done in float64, where it is exact
     (float32 would round the shifted coordinates by up to ~0.01 px and move IoUs near the
-    threshold). Above it, one call per non-empty group on the unshifted boxes. Both keep exactly
-    the boxes per-image, per-class NMS keeps.
+    threshold). An image with more candidates than that on its own gets one call per non-empty
+    (class) group on the unshifted boxes. Every path keeps exactly the boxes per-image, per-class
+    NMS keeps.
     """
     B, M = scores.shape
-    cand = valid.reshape(-1).nonzero().squeeze(1)  # flat indices image·M + m
+    cand = valid.reshape(-1).nonzero().squeeze(1)  # flat indices image·M + m, image-major
     image = torch.div(cand, M, rounding_mode="floor")
     group = image * num_classes + labels.reshape(-1)[cand]
     cand_boxes, cand_scores = boxes.reshape(-1, 4)[cand], scores.reshape(-1)[cand]
-    if cand.numel() <= ONE_CALL_MAX_CANDIDATES:
-        shift = (group.to(torch.float64) * (max_coordinate + 1))[:, None]
-        keep = nms(cand_boxes.to(torch.float64) + shift, cand_scores.to(torch.float64), iou_thresh)
-    else:
-        keep = _nms_per_group(cand_boxes, cand_scores, group, iou_thresh)
-        keep = keep[torch.sort(cand_scores[keep], descending=True, stable=True).indices]
+    counts = torch.bincount(image, minlength=B).tolist()
+    kept, start, run = [], 0, 0  # run: candidates of the images gathered for the next call
+    for i, n in enumerate(counts + [ONE_CALL_MAX_CANDIDATES + 1]):  # a sentinel flushes the last run
+        if run and run + n > ONE_CALL_MAX_CANDIDATES:
+            s = slice(start, start + run)
+            shift = (group[s].to(torch.float64) * (max_coordinate + 1))[:, None]
+            kept.append(nms(cand_boxes[s].to(torch.float64) + shift, cand_scores[s].to(torch.float64),
+                            iou_thresh) + start)
+            start, run = start + run, 0
+        if i == B:
+            break
+        if n > ONE_CALL_MAX_CANDIDATES:
+            s = slice(start, start + n)
+            keep = _nms_per_group(cand_boxes[s], cand_scores[s], group[s], iou_thresh)
+            kept.append(keep[torch.sort(cand_scores[s][keep], descending=True, stable=True).indices] + start)
+            start += n
+        else:
+            run += n
+    keep = torch.cat(kept) if kept else cand.new_zeros(0)
     keep_image = image[keep]
-    # a stable sort by image keeps each image's detections in score order
+    # a call's survivors are in score order across its images: a stable sort by image keeps
+    # each image's detections in score order
     keep = keep[torch.sort(keep_image, stable=True).indices]
-    counts = torch.bincount(keep_image, minlength=B).tolist()
-    return [(cand[k] - i * M) for i, k in enumerate(keep.split(counts))]
+    keep_counts = torch.bincount(keep_image, minlength=B).tolist()
+    return [(cand[k] - i * M) for i, k in enumerate(keep.split(keep_counts))]
 
 
 def _nms_per_group(boxes: torch.Tensor, scores: torch.Tensor, group: torch.Tensor,
@@ -117,7 +133,7 @@ def _nms_per_group(boxes: torch.Tensor, scores: torch.Tensor, group: torch.Tenso
     n boxes (53 vs 30 ms at 16,000 candidates in 320 groups); one sort by group finds them all.
     """
     order = torch.argsort(group, stable=True)
-    counts = torch.bincount(group).tolist()
+    counts = torch.bincount(group - group.min()).tolist()
     boxes, scores = boxes[order], scores[order]
     kept, start = [], 0
     for count in counts:

@@ -2,12 +2,14 @@
 convolution (float64 two-step reference), ResNet blocks (torchvision's own forward), one batched
 NMS call (torchvision's per-image ``batched_nms``), no host synchronisation in the training path
 (operators seen by torch.profiler), the compile switch's eager fallback, bf16 autocast."""
+from unittest import mock
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.ops import FrozenBatchNorm2d, batched_nms
+from torchvision.ops import FrozenBatchNorm2d, batched_nms, nms
 
 from focaldet.model.backbone import ResNetBackbone, conv_norm
 from focaldet.model.postprocess import ONE_CALL_MAX_CANDIDATES, batch_class_nms
@@ -66,18 +68,34 @@ def test_folded_backbone_features_and_gradients_equal_torchvision(name):
     assert torch.allclose(w_ours, w_ref, rtol=1e-3, atol=1e-3 * w_ref.abs().max().item())
 
 
-@pytest.mark.parametrize("per_image", [200, 1500])  # torchvision switches to its per-class loop above 1000
+@pytest.mark.parametrize("per_image", [200, 1500, 2600, "mixed"])  # torchvision loops per class above 1000
 def test_one_nms_call_equals_torchvision_batched_nms_per_image(per_image):
     g = torch.Generator().manual_seed(2)
-    B, K, size = 3, 7, 300
-    xy = torch.rand(B, per_image, 2, generator=g) * (size - 60)
-    boxes = torch.cat([xy, xy + 5 + torch.rand(B, per_image, 2, generator=g) * 55], -1)
-    scores = torch.rand(B, per_image, generator=g)
-    labels = torch.randint(0, K, (B, per_image), generator=g)
+    B, K, size = 4, 7, 300
+    M = 2600 if per_image == "mixed" else per_image
+    xy = torch.rand(B, M, 2, generator=g) * (size - 60)
+    boxes = torch.cat([xy, xy + 5 + torch.rand(B, M, 2, generator=g) * 55], -1)
+    scores = torch.rand(B, M, generator=g)
+    labels = torch.randint(0, K, (B, M), generator=g)
     valid = scores > 0.1
-    # 200 per image: the one-call path; 1,500: one call per (image, class) group
-    assert (int(valid.sum()) > ONE_CALL_MAX_CANDIDATES) == (per_image == 1500)
-    kept = batch_class_nms(boxes, scores, labels, valid, 0.5, size, K)
+    if per_image == "mixed":  # image 1 above the one-call limit on its own, 0 / 2 / 3 in one call, 2 empty
+        valid[[0, 3], 300:] = False
+        valid[2] = False
+    # 200 per image: one call for the batch; 1,500: one call per image (the batch is over the limit);
+    # 2,600: one call per (image, class) group; mixed: both
+    calls = []
+    with mock.patch("focaldet.model.postprocess.nms", side_effect=lambda *a: calls.append(len(a[0])) or nms(*a)):
+        kept = batch_class_nms(boxes, scores, labels, valid, 0.5, size, K)
+    per = valid.sum(1).tolist()
+    expected_calls = {200: [sum(per)], 1500: per}.get(per_image)
+    if per_image == 2600:
+        assert len(calls) == B * K and max(calls) < ONE_CALL_MAX_CANDIDATES
+    elif per_image == "mixed":
+        # image 1 splits the others: 0 alone, 1 per class, then 2 (empty) and 3 together
+        assert per[1] > ONE_CALL_MAX_CANDIDATES and len(calls) == K + 2
+        assert calls[0] == per[0] and calls[-1] == per[3] and sum(calls[1:-1]) == per[1]
+    else:
+        assert calls == expected_calls
     for i in range(B):
         m = valid[i].nonzero().squeeze(1)
         ref = m[batched_nms(boxes[i, m], scores[i, m], labels[i, m], 0.5)]
