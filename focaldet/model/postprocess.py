@@ -98,17 +98,15 @@ def batch_class_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Ten
     image = torch.div(cand, M, rounding_mode="floor")
     group = image * num_classes + labels.reshape(-1)[cand]
     cand_boxes, cand_scores = boxes.reshape(-1, 4)[cand], scores.reshape(-1)[cand]
-    counts = torch.bincount(image, minlength=B).tolist()
+    def one_call(s: slice) -> torch.Tensor:  # the images of cand[s], groups shifted apart
+        shift = (group[s].to(torch.float64) * (max_coordinate + 1))[:, None]
+        return nms(cand_boxes[s].to(torch.float64) + shift, cand_scores[s].to(torch.float64), iou_thresh) + s.start
+
     kept, start, run = [], 0, 0  # run: candidates of the images gathered for the next call
-    for i, n in enumerate(counts + [ONE_CALL_MAX_CANDIDATES + 1]):  # a sentinel flushes the last run
+    for n in torch.bincount(image, minlength=B).tolist():
         if run and run + n > ONE_CALL_MAX_CANDIDATES:
-            s = slice(start, start + run)
-            shift = (group[s].to(torch.float64) * (max_coordinate + 1))[:, None]
-            kept.append(nms(cand_boxes[s].to(torch.float64) + shift, cand_scores[s].to(torch.float64),
-                            iou_thresh) + start)
+            kept.append(one_call(slice(start, start + run)))
             start, run = start + run, 0
-        if i == B:
-            break
         if n > ONE_CALL_MAX_CANDIDATES:
             s = slice(start, start + n)
             keep = _nms_per_group(cand_boxes[s], cand_scores[s], group[s], iou_thresh)
@@ -116,6 +114,8 @@ def batch_class_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Ten
             start += n
         else:
             run += n
+    if run:
+        kept.append(one_call(slice(start, start + run)))
     keep = torch.cat(kept) if kept else cand.new_zeros(0)
     keep_image = image[keep]
     # a call's survivors are in score order across its images: a stable sort by image keeps
