@@ -101,7 +101,8 @@ class MobileNetV2Backbone(nn.Module):
 
 def _conv_norm_act(m: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """torchvision's ``Conv2dNormActivation`` (conv, norm, ReLU6) with the norm folded when frozen."""
-    return F.relu6(conv_norm(m[0], m[1], x))
+    # in place: the conv output is not kept for backward (ReLU6's gradient reads its result)
+    return F.relu6(conv_norm(m[0], m[1], x), inplace=True)
 
 
 def mobilenet_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
