@@ -29,21 +29,26 @@ def postprocess_detections(cls_logits: torch.Tensor, box_deltas: torch.Tensor, a
     class-wise NMS of all images is one call (:func:`batch_class_nms`).
     """
     B = cls_logits.shape[0]
-    if softmax:
-        scores_all = torch.softmax(cls_logits.float(), dim=-1)[..., :-1]
-    else:
-        scores_all = torch.sigmoid(cls_logits.float())
-    K = scores_all.shape[-1]
+    # sigmoid is monotonic, so the top-k of the logits are the top-k of the scores (up to the order
+    # of float32-equal scores) and every above-threshold score ranks above every other: only the k
+    # chosen per level go through the sigmoid, not all N·K (~4 % of an R18 inference batch)
+    ranked = torch.softmax(cls_logits.float(), dim=-1)[..., :-1] if softmax else cls_logits.float()
+    K = ranked.shape[-1]
     boxes_l, scores_l, labels_l = [], [], []
     start = 0
     for anchors_l in anchors:
         n = anchors_l.shape[0]
-        scores = scores_all[:, start:start + n].reshape(B, n * K)
+        values = ranked[:, start:start + n].reshape(B, n * K)
         deltas = box_deltas[:, start:start + n].float()
         start += n
         k = min(topk_candidates, n * K)
-        # below-threshold pairs get -1 so they sort last and are dropped after top-k
-        top_scores, top_idx = scores.masked_fill(scores <= score_thresh, -1.0).topk(k, dim=1)
+        if softmax:
+            # below-threshold pairs get -1 so they sort last and are dropped after top-k
+            top_scores, top_idx = values.masked_fill(values <= score_thresh, -1.0).topk(k, dim=1)
+        else:
+            top_logits, top_idx = values.topk(k, dim=1)
+            top_scores = torch.sigmoid(top_logits)
+            top_scores = top_scores.masked_fill(top_scores <= score_thresh, -1.0)
         anchor_idx = torch.div(top_idx, K, rounding_mode="floor")
         boxes = box_coder.decode(torch.gather(deltas, 1, anchor_idx[..., None].expand(B, k, 4)), anchors_l[anchor_idx])
         boxes_l.append(boxes)
