@@ -155,13 +155,12 @@ def predict(weights: Union[str, Path], inputs: Iterable[Union[str, Path]], out_d
     class_names = list(ckpt["class_names"])
     cat_ids = [int(c) for c in ckpt.get("cat_ids") or range(len(class_names))]
     transform = build_transforms(cfg.data, train=False)
-    if amp is not None:
-        if amp not in ("none", "bf16", "fp16"):
-            raise PredictError(f"--amp {amp}: must be one of none, bf16, fp16")
-        amp_dtype, _ = amp_settings(amp, dev)  # fp16 off CUDA: a one-line error, as for training
-    else:
+    if amp is None:
         # the checkpoint's train.amp, as `focaldet eval` uses it; an fp16 (CUDA) run predicts in fp32 elsewhere
-        amp_dtype, _ = amp_settings(cfg.train.amp if cfg.train.amp != "fp16" or dev.type == "cuda" else "none", dev)
+        amp = cfg.train.amp if cfg.train.amp != "fp16" or dev.type == "cuda" else "none"
+    elif amp not in ("none", "bf16", "fp16"):
+        raise PredictError(f"--amp {amp}: must be one of none, bf16, fp16")
+    amp_dtype, _ = amp_settings(amp, dev)  # an explicit fp16 off CUDA: a one-line error, as for training
     names = _unique_names(images)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = {n: safe_output_path(out_dir, n + ".jpg") for n in names}  # check all before writing any
