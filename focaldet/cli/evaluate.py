@@ -6,7 +6,8 @@ from pathlib import Path
 
 EPILOG = """examples:
   focaldet eval configs/lt_stamps_cpu.yaml --weights runs/lt_stamps_cpu/checkpoints/best.pt
-  focaldet eval runs/x/config.yaml --weights runs/x/checkpoints/last.pt --results my_results.json"""
+  focaldet eval runs/x/config.yaml --weights runs/x/checkpoints/last.pt --results my_results.json
+  focaldet eval lt_stamps_cpu --weights runs/focal/checkpoints/last.pt --class-agnostic"""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
@@ -18,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default=None, metavar="JSON",
                         help="where to write the COCO results JSON (default: eval/<ckpt>_results.json in the "
                              "checkpoint's run directory); the metrics go beside it as <name>_metrics.json")
+    parser.add_argument("--class-agnostic", action="store_true",
+                        help="also score the detections with every class merged into one (does the detector "
+                             "find the objects, whatever it calls them?); printed and stored in the metrics JSON "
+                             "under 'class_agnostic'")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (runtime.device)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (it is shown only when stderr is a terminal anyway)")
@@ -41,9 +46,19 @@ def run(args: argparse.Namespace) -> int:
     ev = evaluate(cfg, weights, results_path=results_path, progress=False if args.quiet else None)
     if ev is not None:
         metrics_path = results_path.with_name(results_path.stem.removesuffix("_results") + "_metrics.json")
-        atomic_write_json(metrics_path, jsonable(ev.to_dict()))
+        metrics = ev.to_dict()
+        if args.class_agnostic:
+            from focaldet.evaluation import class_agnostic_stats
+            from focaldet.evaluation.eval_result import _none_if_nan, _pts
+
+            merged = class_agnostic_stats(cfg.data.val_ann, results_path)
+            metrics["class_agnostic"] = {k: _none_if_nan(v) for k, v in merged.items()}
+        atomic_write_json(metrics_path, jsonable(metrics))
         print(f"focaldet eval: {weights} on {cfg.data.val_ann} (images {cfg.data.val_images})")
         print(ev.format_table())
+        if args.class_agnostic:
+            print("class-agnostic (every class merged into one), points: "
+                  + "  ".join(f"{k} {_pts(merged[k], 0)}" for k in ("AP", "AP50", "AP75", "AR100")))
         print(f"results: {results_path}\nmetrics: {metrics_path}", flush=True)
     dist.teardown(exit_code=0)
     return 0

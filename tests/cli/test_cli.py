@@ -9,6 +9,7 @@ import yaml
 from PIL import Image
 
 from focaldet.cli.main import build_parser, main
+from tests.evaluation.synthetic import pycocotools_eval
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict"])
@@ -86,6 +87,22 @@ def test_train_eval_predict_end_to_end(tiny_config, tiny_benchmark, tmp_path, ca
     assert isinstance(results, list)
     metrics = json.loads((run / "eval" / "last_metrics.json").read_text())
     assert metrics["stats"]["AP"] == pytest.approx(result["metrics"]["AP"], abs=1e-9)
+    assert "class_agnostic" not in metrics
+
+    # --class-agnostic: the same results scored with every class merged, as pycocotools scores the
+    # relabelled files
+    agn = tmp_path / "agn_results.json"
+    # (score threshold 0: four iterations leave every score near the prior, under the default 0.05)
+    assert main(["eval", str(tiny_config), "model.inference.score_thresh=0", "--weights", str(ckdir / "last.pt"),
+                 "--class-agnostic", "--results", str(agn)]) == 0
+    assert "class-agnostic (every class merged into one), points: AP " in capsys.readouterr().out
+    merged = json.loads((tmp_path / "agn_metrics.json").read_text())["class_agnostic"]
+    gt = json.loads(tiny_benchmark.val_ann.read_text())
+    gt["annotations"] = [dict(a, category_id=1) for a in gt["annotations"]]
+    gt["categories"] = [{"id": 1, "name": "object"}]
+    ref = pycocotools_eval(gt, [dict(r, category_id=1) for r in json.loads(agn.read_text())]).stats
+    assert merged["AP"] == pytest.approx(ref[0], abs=1e-12) and merged["AP50"] == pytest.approx(ref[1], abs=1e-12)
+    assert merged["AP50"] > 0.01  # a non-trivial case
 
     # a config with another architecture is refused with the differing key named
     code = main(["eval", str(tiny_config), "model.head_width=64", "--weights", str(ckdir / "last.pt")])
