@@ -49,14 +49,15 @@ def run(args: argparse.Namespace) -> int:
         metrics = ev.to_dict()
         if args.class_agnostic:
             from focaldet.evaluation import class_agnostic_stats
-            from focaldet.evaluation.eval_result import _none_if_nan, _pts
 
             merged = class_agnostic_stats(cfg.data.val_ann, results_path)
-            metrics["class_agnostic"] = {k: _none_if_nan(v) for k, v in merged.items()}
+            metrics["class_agnostic"] = merged  # jsonable below writes NaN as null
         atomic_write_json(metrics_path, jsonable(metrics))
         print(f"focaldet eval: {weights} on {cfg.data.val_ann} (images {cfg.data.val_images})")
         print(ev.format_table())
         if args.class_agnostic:
+            from focaldet.evaluation.eval_result import _pts
+
             print("class-agnostic (every class merged into one), points: "
                   + "  ".join(f"{k} {_pts(merged[k], 0)}" for k in ("AP", "AP50", "AP75", "AR100")))
         print(f"results: {results_path}\nmetrics: {metrics_path}", flush=True)
