@@ -5,7 +5,23 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that runs in float32 under CPU autocast, as CUDA autocast runs it.
+
+    CPU autocast leaves group_norm in bfloat16, where it is less precise and, on channels_last
+    inputs, ~3x slower than in float32 (the lt-stamps preset's head: ~5 % of a bf16 training step).
+    Same parameters and ``state_dict`` as ``nn.GroupNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
+        return super().forward(x)
 
 
 def _tower(in_channels: int, width: int, depth: int, norm: Optional[str]) -> nn.Sequential:
@@ -13,7 +29,7 @@ def _tower(in_channels: int, width: int, depth: int, norm: Optional[str]) -> nn.
     for i in range(depth):
         layers.append(nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1))
         if norm == "gn":
-            layers.append(nn.GroupNorm(math.gcd(32, width), width))
+            layers.append(GroupNorm(math.gcd(32, width), width))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 

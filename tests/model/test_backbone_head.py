@@ -79,3 +79,28 @@ def test_prior_init_gives_initial_probability_pi(softmax):
         assert head.cls_logits.bias[0].item() == pytest.approx(-math.log((1 - prior) / prior), rel=1e-6)
     w = head.cls_tower[0].weight
     assert w.std().item() == pytest.approx(0.01, rel=0.05) and head.cls_tower[0].bias.abs().max() == 0
+
+
+def test_head_group_norm_runs_in_float32_under_cpu_autocast():
+    """Under CPU bfloat16 autocast the head's GroupNorm normalises in float32 (as CUDA autocast
+    does), equal to a float64 group norm of its bfloat16 input; outside autocast it is
+    ``nn.GroupNorm`` itself, and its ``state_dict`` keys are the same."""
+    torch.manual_seed(0)
+    head = RetinaNetHead(32, num_anchors=1, num_classes=3, depth=1, width=64, norm="gn")
+    gn = head.cls_tower[1]
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-0.5, 0.5)
+    x = (torch.randn(2, 64, 8, 8) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    plain = torch.nn.GroupNorm(32, 64)
+    plain.load_state_dict(gn.state_dict())
+    assert list(gn.state_dict()) == list(plain.state_dict())
+    torch.testing.assert_close(gn(x), plain(x), rtol=0, atol=0)
+    xb = x.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = gn(xb)
+    x64 = xb.double().reshape(2, 32, -1)
+    ref = ((x64 - x64.mean(-1, keepdim=True)) / (x64.var(-1, unbiased=False, keepdim=True) + gn.eps).sqrt())
+    ref = ref.view(2, 64, 8, 8) * gn.weight.double().view(1, -1, 1, 1) + gn.bias.double().view(1, -1, 1, 1)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)

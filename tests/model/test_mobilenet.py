@@ -139,3 +139,46 @@ def test_inference_from_a_checkpoint_never_reads_imagenet_weights(tmp_path, monk
     assert loaded_cfg.model.backbone_weights == "imagenet"  # the run's config is reported unchanged
     for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_cpu_bf16_autocast_runs_the_strided_depthwise_convolutions_in_float32():
+    """Under CPU bfloat16 autocast the three trainable stride-2 depthwise convolutions (and the
+    frozen ones) get float32 inputs and weights, every other convolution bfloat16; the stages
+    still equal torchvision's float32 model to bfloat16 precision, gradients included."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ConvDtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default:
+                x, w, stride, groups = args[0], args[1], args[3], args[8]
+                strided_depthwise = groups > 1 and tuple(stride) != (1, 1)
+                self.seen.append((strided_depthwise, x.dtype, w.dtype))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    ref = torchvision.models.mobilenet_v2(weights=None, norm_layer=FrozenBatchNorm2d).eval()
+    randomize_bn_statistics(ref)
+    ours = MobileNetV2Backbone(FrozenBatchNorm2d, frozen_stages=2)
+    ours.features.load_state_dict(ref.features[:18].state_dict())
+    x = _photo(96)
+    mode = ConvDtypes()
+    with torch.autocast("cpu", dtype=torch.bfloat16), mode:
+        got = ours(x)
+    strided = [dt for s, *dt in mode.seen if s]
+    others = [dt for s, *dt in mode.seen if not s]
+    assert len(strided) == 4 and len(others) == len(mode.seen) - 4  # strides 4, 8, 16, 32
+    assert all(d == [torch.float32, torch.float32] for d in strided)
+    assert all(d == [torch.bfloat16, torch.bfloat16] for d in others)
+    with torch.no_grad():
+        expected = _torchvision_stages(ref, x)
+    for e, g in zip(expected, got):
+        assert g.dtype == torch.bfloat16
+        rel = (g.float() - e).norm() / e.norm()
+        assert rel < 0.05, rel  # bfloat16 keeps 8 bits of mantissa
+    sum(g.float().sum() for g in got).backward()
+    grads = [p.grad for p in ours.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
