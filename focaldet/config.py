@@ -259,6 +259,8 @@ class TrainConfig:
     max_iters: Optional[int] = None  # overrides epochs when set
     base_lr: float = 0.01  # for `base_batch` images; scaled linearly to the real total batch
     base_batch: int = 16
+    # lr of the backbone's parameters relative to base_lr (detectron2's BACKBONE_MULTIPLIER); 1: same
+    backbone_lr_mult: float = 1.0
     optimizer: str = "sgd"  # sgd (SGD with momentum, docs/spec.md §4) | adamw (β = 0.9, 0.999)
     momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
@@ -283,6 +285,7 @@ class TrainConfig:
             _range(where, "max_iters", self.max_iters, 1, 10**9)
         _range(where, "base_lr", self.base_lr, 0.0, None, open_lo=True)
         _range(where, "base_batch", self.base_batch, 1, 10**6)
+        _range(where, "backbone_lr_mult", self.backbone_lr_mult, 0.0, None)
         _choice(where, "optimizer", self.optimizer, ("sgd", "adamw"))
         _range(where, "momentum", self.momentum, 0.0, 1.0)
         _range(where, "weight_decay", self.weight_decay, 0.0, None)

@@ -239,6 +239,19 @@ def build_optimizer(cfg: Config, params: list, lr: float) -> torch.optim.Optimiz
     return torch.optim.SGD(params, lr=lr, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
 
 
+def param_groups(model: torch.nn.Module, lr: float, backbone_lr_mult: float) -> list[dict]:
+    """The trainable parameters as optimizer groups: FPN and head at ``lr`` (group 0, whose lr the
+    log prints), the backbone at ``lr * backbone_lr_mult`` (detectron2's ``BACKBONE_MULTIPLIER``).
+    With a multiplier of 1 one group in ``model.parameters()`` order, as before the option existed,
+    so older checkpoints' optimizer states still load."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if backbone_lr_mult == 1.0:
+        return [{"params": trainable}]
+    in_backbone = {id(p) for p in model.backbone.parameters()}
+    return [{"params": [p for p in trainable if id(p) not in in_backbone], "lr": lr},
+            {"params": [p for p in trainable if id(p) in in_backbone], "lr": lr * backbone_lr_mult}]
+
+
 def build_run(cfg: Config, device: torch.device, run_dir: Path) -> Run:
     from focaldet.data.loader import build_train_loader
     from focaldet.model import build_model
@@ -260,7 +273,7 @@ def build_run(cfg: Config, device: torch.device, run_dir: Path) -> Run:
 
     lr = t.base_lr * effective_batch(cfg, loader.batch_sampler.sampler.epoch_size, world) / t.base_batch
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(cfg, params, lr)
+    optimizer = build_optimizer(cfg, param_groups(model, lr, t.backbone_lr_mult), lr)
     scheduler = WarmupMultiStepLR(optimizer, milestones, t.lr_gamma, t.warmup_iters, t.warmup_factor)
     amp_dtype, use_scaler = amp_settings(t.amp, device)
     return Run(cfg=cfg, device=device, world=world, main=rank == 0, run_dir=run_dir, ckpts=ckpts,

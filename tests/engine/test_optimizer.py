@@ -47,3 +47,36 @@ def test_adamw_moments_match_float64_formulas(write_tiny_config, tmp_path):
         m, v = s["exp_avg"].double(), s["exp_avg_sq"].double()
         torch.testing.assert_close(v, 0.1 * m * m, rtol=1e-4, atol=1e-30)
     assert ckpt["optimizer"]["param_groups"][0]["weight_decay"] == wd
+
+
+def test_backbone_lr_mult_scales_only_the_backbones_step(write_tiny_config, tmp_path):
+    """One SGD step from the same initialisation and batch with ``train.backbone_lr_mult`` 1, 0.1
+    and 0: the backbone's parameters move 0.1 times as far with 0.1 (and not at all with 0, which
+    gives their starting point), the FPN's and head's the same in all three."""
+    def one_step(mult):
+        path = write_tiny_config(train={"base_lr": 0.01, "base_batch": 4, "max_iters": 1, "warmup_iters": 0,
+                                        "milestones": [1], "ckpt_interval": 1, "backbone_lr_mult": mult},
+                                 name=f"m{mult}.yaml", work_dir=tmp_path / f"m{mult}")
+        cfg = load_config(path)
+        torch.manual_seed(0)
+        train(cfg, stream=open(os.devnull, "w"))
+        ckpt = torch.load(tmp_path / f"m{mult}" / "checkpoints" / "last.pt", weights_only=True)
+        return ckpt["model"], [g["lr"] for g in ckpt["optimizer"]["param_groups"]]
+
+    (full, lrs1), (tenth, lrs01), (start, lrs0) = one_step(1.0), one_step(0.1), one_step(0.0)
+    # (the saved lrs are after the milestone at iteration 1)
+    assert len(lrs1) == 1 and lrs01 == [lrs1[0], pytest.approx(0.1 * lrs1[0])] and lrs0 == [lrs1[0], 0.0]
+    moved = 0
+    for k, p0 in start.items():
+        if not p0.is_floating_point():
+            continue
+        if k.startswith("backbone."):
+            step1, step01 = (full[k] - p0).double(), (tenth[k] - p0).double()
+            # float32 parameters: each side carries up to one rounding of p (half an ulp each)
+            ulp = torch.finfo(torch.float32).eps * p0.double().abs()
+            assert ((step01 - 0.1 * step1).abs() <= 1e-4 * step1.abs() + 2 * ulp).all(), k
+            moved += int(step1.abs().max() > 0)
+        else:  # here ``start`` has taken its full step too
+            torch.testing.assert_close(tenth[k], full[k], rtol=0, atol=0)
+            torch.testing.assert_close(start[k], full[k], rtol=0, atol=0)
+    assert moved > 10
