@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from focaldet.analysis.arms import Arm, CompareError
-from focaldet.analysis.runs import RunRecord, read_run
+from focaldet.analysis.runs import RunRecord, machine_lines, read_run
 from focaldet.config import Config, apply_override, config_from_dict, load_config, upgrade_keys
 from focaldet.utils.io import atomic_write_json
 
@@ -254,7 +254,7 @@ def compare(config, arms: Sequence[Arm], seeds: Sequence[int], out, *, overrides
 
     blocks = build_blocks(summary, title=title, command=command, versions=vers, config=specs[0].cfg.to_dict(),
                           plots=plot_paths, claims=claims, notes=notes, root=out,
-                          mechanism=mechanism_rows(records, arms))
+                          mechanism=mechanism_rows(records, arms), machines=machine_lines(records))
     md, html_path = write_report(out, blocks, title)
     return CompareResult(out, summary, records, md, html_path, plot_paths)
 

@@ -127,7 +127,8 @@ def _mechanism_blocks(mechanism: Sequence[Sequence[str]]) -> list[Block]:
 
 def build_blocks(summary: dict, *, title: str, command: str, versions: dict, config: dict,
                  plots: Sequence[Path] = (), claims: Sequence[dict] = (), notes: Sequence[str] = (),
-                 root: Optional[Path] = None, mechanism: Sequence[Sequence[str]] = ()) -> list[Block]:
+                 root: Optional[Path] = None, mechanism: Sequence[Sequence[str]] = (),
+                 machines: Sequence[str] = ()) -> list[Block]:
     metrics = summary["metrics"]
     level = int(round(100 * summary["level"]))
     base = summary["baseline"]
@@ -184,6 +185,10 @@ def build_blocks(summary: dict, *, title: str, command: str, versions: dict, con
     b.append(Block("h2", "Reproduce"))
     b.append(Block("code", command))
     b.append(Block("list", items=[f"{k} {v}" for k, v in versions.items()]))
+    if machines:
+        b.append(Block("p", "Trained in (forward-pass precision on the machine each run recorded; the numbers "
+                            "reproduce to the digit only on the same kind of machine in the same precision):"))
+        b.append(Block("list", items=list(machines)))
     b.append(Block("p", "Resolved config of the first run (the others differ only in `loss`, `runtime.seed` "
                         "and `runtime.work_dir`; every run's config is in `plan.json`):"))
     b.append(Block("code", yaml.safe_dump(config, sort_keys=False).rstrip()))

@@ -26,6 +26,9 @@ class RunRecord:
     iterations: Optional[int] = None
     diverged_at: Optional[int] = None
     message: str = ""
+    precision: Optional[str] = None  # "float32", "bfloat16", … (None: written before it was recorded)
+    device: Optional[str] = None     # e.g. "cpu: AMD EPYC, 2 threads"
+    world_size: int = 1
 
 
 def read_run(spec_dir: Path, arm: str, seed: int) -> RunRecord:
@@ -52,7 +55,24 @@ def read_run(spec_dir: Path, arm: str, seed: int) -> RunRecord:
     return RunRecord(arm, seed, spec_dir, "diverged" if status == "diverged" else "finished",
                      metrics=metrics if status != "diverged" else {}, per_class=per_class,
                      iterations=result.get("iterations"), diverged_at=result.get("diverged_at"),
-                     message=str(result.get("message") or ""))
+                     message=str(result.get("message") or ""), precision=result.get("precision"),
+                     device=result.get("device"), world_size=int(result.get("world_size") or 1))
+
+
+def machine_lines(records) -> list[str]:
+    """One line per (precision, device) the runs recorded, e.g. ``"3 runs: float32 on cpu: AMD
+    EPYC, 2 threads"`` — the conditions under which the numbers reproduce to the digit."""
+    groups: dict = {}
+    for r in records:
+        if r.status == "missing":
+            continue
+        if r.precision is None:
+            key = "not recorded (written by an older focaldet)"
+        else:
+            ranks = f" × {r.world_size} processes" if r.world_size > 1 else ""
+            key = f"{r.precision} on {r.device}{ranks}"
+        groups[key] = groups.get(key, 0) + 1
+    return [f"{n} run{'s' if n != 1 else ''}: {key}" for key, n in groups.items()]
 
 
 def _is_number(v) -> bool:

@@ -45,6 +45,7 @@ from focaldet.engine.run_dir import RunLock, prepare_run_dir
 from focaldet.errors import CheckpointError, TrainingDiverged
 from focaldet.utils import dist
 from focaldet.utils.io import atomic_write_json, atomic_write_text, jsonable
+from focaldet.utils.machine import describe_device, precision_name
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,7 +544,11 @@ def finish(run: Run, state: TrainState, t_start: float, raise_on_diverge: bool) 
               "best_ap": state.best_ap if math.isfinite(state.best_ap) else None,
               "resumed_from": state.resumed_from, "nonfinite_skips": state.nonfinite_skips,
               "wall_time_s": time.time() - t_start, "last_checkpoint": state.last_good,
-              "loss_state_rank_diff": loss_state_rank_diff(run.net.cls_loss)}
+              "loss_state_rank_diff": loss_state_rank_diff(run.net.cls_loss),
+              # what the numbers depend on beyond the config: train.amp=bf16 runs float32 on a CPU
+              # without native bfloat16, and float32 itself rounds differently across CPUs
+              "precision": precision_name(run.amp_dtype), "device": describe_device(run.device),
+              "world_size": run.world}
     if state.diverged is not None:
         result.update(status="diverged", diverged_at=state.diverged[0], message=state.diverged[1])
     if run.main:

@@ -102,3 +102,35 @@ def test_paper_claim_verdicts():
     assert verdicts[4] == "inconclusive"  # γ=5 diffs 0.01, -0.01, 0.01
     assert verdicts[5] == "held"
     assert verdicts[6] == "held" and "3/3 runs diverged" in paper_table1_claims(s)[6]["evidence"]
+
+
+def test_report_names_precision_and_machine_of_each_run(tmp_path):
+    """Runs read back from their result.json files are grouped by the precision and machine they
+    recorded; a result.json from before the fields existed is said to be unrecorded."""
+    import json
+
+    from focaldet.analysis.runs import machine_lines, read_run
+
+    def write(name, **extra):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps({"status": "finished", "iterations": 10,
+                                                   "metrics": {"AP": 0.1}, **extra}))
+        return read_run(d, name, 0)
+
+    amd = {"precision": "float32", "device": "cpu: AMD EPYC, 2 threads"}
+    records = [write("a", **amd), write("b", **amd),
+               write("c", precision="bfloat16", device="cpu: Intel Xeon, 2 threads", world_size=2),
+               write("d"), read_run(tmp_path / "never_ran", "e", 0)]
+    lines = machine_lines(records)
+    assert lines == ["2 runs: float32 on cpu: AMD EPYC, 2 threads",
+                     "1 run: bfloat16 on cpu: Intel Xeon, 2 threads × 2 processes",
+                     "1 run: not recorded (written by an older focaldet)"]
+
+    arms = build_arms(["focal"])
+    summary = summarize_runs([_rec("focal", 0, 0.3)], arms, "focal")
+    md = to_markdown(build_blocks(summary, title="t", command="focaldet compare x", versions={"torch": "2"},
+                                  config={}, machines=lines))
+    reproduce = md.split("## Reproduce")[1]
+    assert "- 2 runs: float32 on cpu: AMD EPYC, 2 threads" in reproduce
+    assert "- 1 run: not recorded (written by an older focaldet)" in reproduce

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -73,6 +74,10 @@ def test_train_eval_predict_end_to_end(tiny_config, tiny_benchmark, tmp_path, ca
     assert [r["type"] for r in rows].count("train") == 4 and "AP" in rows[0]
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "finished" and result["iterations"] == 4 and result["wall_time_s"] > 0
+    # the arithmetic and the machine the numbers depend on (the tiny config trains without autocast)
+    assert result["precision"] == "float32" and result["world_size"] == 1
+    n = torch.get_num_threads()
+    assert result["device"].startswith("cpu: ") and result["device"].endswith(f", {n} thread{'s' if n > 1 else ''}")
     assert set(result["metrics"]) >= {"AP", "AP50", "APr", "APc", "APf"}
     final = json.loads((run / "eval" / "final.json").read_text())
     assert final["stats"]["AP"] == result["metrics"]["AP"]
