@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from focaldet.cli.main import main
+from focaldet.engine import amp
 
 
 def _cpu_flags() -> set[str]:
@@ -18,7 +19,9 @@ def _cpu_flags() -> set[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU flags from /proc/cpuinfo")
-def test_bf16_request_records_what_the_cpu_ran(write_tiny_config, tmp_path, capsys):
+def test_bf16_request_records_what_the_cpu_ran(write_tiny_config, tmp_path, capsys, monkeypatch):
+    # the notice is printed once per process: forget that an earlier test in this process saw it
+    monkeypatch.setattr(amp, "_warned", set())
     cfg = write_tiny_config(train={"amp": "bf16", "max_iters": 1, "milestones": [1], "warmup_iters": 0,
                                    "ckpt_interval": 1})
     assert main(["train", str(cfg), "--no-progress", "--device", "cpu"]) == 0

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from focaldet.cli.main import main
+from focaldet.engine import amp
 from focaldet.engine.amp import cpu_has_fast_bf16
 from focaldet.engine.checkpoint import save_checkpoint
 
@@ -42,7 +43,9 @@ def _run(weights, photos, out, *extra) -> list[dict]:
     return json.loads((out / "results.json").read_text())
 
 
-def test_predict_amp_bf16_against_float32(scoring_checkpoint, photos, tmp_path, capsys):
+def test_predict_amp_bf16_against_float32(scoring_checkpoint, photos, tmp_path, capsys, monkeypatch):
+    # the notice is printed once per process: forget that an earlier test in this process saw it
+    monkeypatch.setattr(amp, "_warned", set())
     fp32 = _run(scoring_checkpoint, photos, tmp_path / "fp32", "--amp", "none")
     bf16 = _run(scoring_checkpoint, photos, tmp_path / "bf16", "--amp", "bf16")
     err = capsys.readouterr().err
