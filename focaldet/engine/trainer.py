@@ -303,7 +303,7 @@ def start_logging(run: Run, state: TrainState, changes: list, stream, use_tqdm: 
                  f"{len(run.train_set)} train / {len(run.val_set)} val images, {run.world} process(es) x batch "
                  f"{cfg.data.batch_size}, lr {run.lr:.4g}, {run.total_iters} iterations, {run.iters_per_epoch}/epoch, "
                  f"loss {cfg.loss.name} {run.net.cls_loss.params}, device {run.device}"
-                 + (f", {str(run.amp_dtype).removeprefix('torch.')} autocast)" if run.amp_dtype is not None else ")"))
+                 + (f", {precision_name(run.amp_dtype)} autocast)" if run.amp_dtype is not None else ")"))
     sampler = run.sampler.sampler
     if sampler.repeat_factors is not None:
         logger.print(repeat_factor.summary(sampler.repeat_factors, sampler.epoch_size, cfg.data.repeat_threshold))
