@@ -209,19 +209,22 @@ def compare(config, arms: Sequence[Arm], seeds: Sequence[int], out, *, overrides
             baseline: Optional[str] = None, preset=None, plots: bool = True, detections: bool = True,
             train_fn: Optional[Callable] = None, log: Callable[[str], None] = print,
             command: Optional[str] = None, title: Optional[str] = None,
-            extra_plots: Optional[Callable] = None, train: bool = True) -> CompareResult:
+            extra_plots: Optional[Callable] = None, train: bool = True, workers: int = 1) -> CompareResult:
     """Train every (arm, seed) not yet finished under ``out``, then write the summary, the plots
     and the report. ``config``: YAML path (or None for the defaults); ``overrides``: global
     ``key=value`` config overrides; ``preset``: a :class:`~focaldet.analysis.presets.Preset`
     whose claims are checked in the report; ``extra_plots(specs, records, plot_dir) -> list[Path]``
     adds figures of the caller's own (the demo's photos). ``train=False`` trains nothing and
-    reports the runs finished so far (the others appear as "not run")."""
+    reports the runs finished so far (the others appear as "not run"). ``workers > 1`` trains in
+    that many processes sharing the runs (:mod:`focaldet.analysis.workers`), with the same result."""
     from focaldet.analysis.report import build_blocks, write_report
     from focaldet.analysis.summary import summarize_runs
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CompareError(f"--out {out}: exists and is not a folder")
+    if workers < 1:
+        raise CompareError(f"--workers {workers}: need at least 1 process")
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise CompareError(f"seeds must be distinct and at least one, got {seeds}")
@@ -233,7 +236,13 @@ def compare(config, arms: Sequence[Arm], seeds: Sequence[int], out, *, overrides
     write_plan(out, specs, {"command": command, "versions": vers, "config": None if config is None else str(config),
                             "overrides": list(overrides), "arms": [a.to_dict() for a in arms],
                             "seeds": seeds, "baseline": baseline, "preset": preset.name if preset else None})
-    if train:
+    if train and workers > 1:
+        if train_fn is not None:
+            raise CompareError("workers > 1 train with the engine; a custom train_fn runs in this process only")
+        from focaldet.analysis.workers import execute_with_workers
+
+        records = execute_with_workers(specs, out / "plan.json", workers, log=log)
+    elif train:
         records = execute(specs, train_fn=train_fn, log=log)
     else:
         records = [read_run(s.dir, s.arm.name, s.seed) for s in specs]

@@ -41,10 +41,11 @@ def default_cpu_config(kind: Optional[str] = None) -> Path:
 
 
 def run_demo(out="runs/demo", *, quick: bool = False, overrides: Sequence[str] = (), seeds: Sequence[int] = (0,),
-             kind: Optional[str] = None, config=None, log: Callable[[str], None] = print):
+             kind: Optional[str] = None, config=None, log: Callable[[str], None] = print, workers: int = 1):
     """Run the demo comparison into ``out`` and return the
     :class:`~focaldet.analysis.compare.CompareResult`. ``overrides``: global config overrides or
-    per-loss parameters (``modified_focal.max_weight=100``), applied after the quick ones."""
+    per-loss parameters (``modified_focal.max_weight=100``), applied after the quick ones.
+    ``workers``: processes that share the runs, as in ``focaldet compare --workers``."""
     from focaldet.analysis.compare import compare
     from focaldet.analysis.detections import photo_detection_grid
 
@@ -62,4 +63,4 @@ def run_demo(out="runs/demo", *, quick: bool = False, overrides: Sequence[str] =
 
     title = f"focaldet demo: focal vs modified_focal vs equalized_focal on {kind}" + (" (quick)" if quick else "")
     return compare(config, arms, seeds, Path(out), overrides=global_ov, baseline="focal", log=log,
-                   title=title, extra_plots=photos)
+                   title=title, extra_plots=photos, workers=workers)

@@ -7,6 +7,7 @@ differences. Examples::
     focaldet compare configs/lt_stamps_cpu.yaml --losses focal,equalized_focal \\
         --sweep data.sampler=uniform,repeat_factor --seeds 3 --out runs/sampler data.repeat_threshold=0.03
     focaldet compare --preset paper-table1 --out runs/paper-table1
+    focaldet compare --preset paper-table1 --out runs/paper-table1 --workers 2 runtime.threads=1
 """
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", default=None, help="arm the paired differences are taken against (default: focal)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="a predefined comparison: paper-table1 = Lin et al. 2017 Table 1 / §5.1 ablations")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="train in N processes that share the runs (on a CPU, N x runtime.threads = the "
+                        "cores: e.g. --workers 2 runtime.threads=1 on two); each run ends as one process would train it")
     p.add_argument("--no-plots", action="store_true", help="write the report without figures")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the runs finished so far (e.g. while a long "
@@ -120,7 +124,7 @@ def run(args) -> int:
         seeds = parse_seeds(args.seeds, 3)
         baseline = args.baseline
     result = compare(config, arms, seeds, out, overrides=global_ov, baseline=baseline, preset=preset,
-                     plots=not args.no_plots, train=not args.report_only)
+                     plots=not args.no_plots, train=not args.report_only, workers=args.workers)
     print()
     print(console_table(result.summary))
     for c in result.summary["claims"]:

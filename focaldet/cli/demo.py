@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="shortened form (tiny benchmark, a few iterations): checks the whole path in about a minute")
     p.add_argument("--seeds", type=int, default=1, help="seeds per loss (more give confidence intervals)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="train N runs at a time in separate processes (with --seeds 3 on two cores: "
+                        "--workers 2 runtime.threads=1); each run ends as one process would train it")
     p.add_argument("--benchmark", choices=["lt-stamps", "lt-digits"], default=None,
                    help="embedded benchmark (default: lt-stamps when its photos are installed, else lt-digits)")
 
@@ -26,7 +29,7 @@ def run(args) -> int:
 
     t0 = time.time()
     result = run_demo(args.out, quick=args.quick, overrides=args.overrides, seeds=range(args.seeds),
-                      kind=args.benchmark)
+                      kind=args.benchmark, workers=args.workers)
     print()
     print(console_table(result.summary))
     print(f"\nAP in points; APr/APc/APf = rare/common/frequent classes. Finished in {time.time() - t0:.0f} s.")

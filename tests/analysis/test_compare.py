@@ -149,6 +149,63 @@ def test_two_processes_share_a_comparison_through_the_run_locks(tiny):
     assert not (busy / ".lock").exists()  # released after training
 
 
+def _losses(out) -> dict:
+    """Every run's training losses, iteration by iteration (the AP of 3-iteration runs is 0)."""
+    losses = {}
+    for path in sorted(out.glob("runs/*/seed*/metrics.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        losses[path.parent.relative_to(out).as_posix()] = [
+            (r["iter"], r["loss"], r["loss_cls"], r["loss_box"]) for r in rows if r["type"] == "train"]
+    return losses
+
+
+def test_workers_share_the_runs_and_give_the_sequential_results(tiny, tmp_path):
+    """`--workers 2`: this process and one worker process train the comparison; every run is
+    trained once, by one of them, and ends exactly as in the one-process comparison."""
+    cfg, arms, _, sequential = tiny
+    out = tmp_path / "two"
+    lines = []
+    result = compare(cfg, arms, [0, 1], out, detections=False, plots=False, log=lines.append, command="c", workers=2)
+    assert all(r.status == "finished" for r in result.records)
+    assert _losses(out) == _losses(sequential.out) and len(_losses(out)) == 4
+    worker_log = (out / "workers" / "worker1.log").read_text()
+    assert "compare worker pid" in worker_log and "exited with code" not in "\n".join(lines)
+    for arm in arms:
+        for seed in (0, 1):
+            needle = f"training {arm.title} seed {seed} ->"
+            assert sum(needle in line for line in lines) + worker_log.count(needle) == 1, needle
+    assert (out / "report.md").is_file()
+
+
+def test_a_worker_trains_the_plan_it_is_given(tiny, tmp_path):
+    """`python -m focaldet.analysis.workers OUT/plan.json` on its own: it trains every run of the
+    plan with the plan's configs (the one-process results, to the bit); the report then finds
+    nothing left to train."""
+    import subprocess
+    import sys
+
+    cfg, arms, _, sequential = tiny
+    out = tmp_path / "plan_only"
+    compare(cfg, arms, [0, 1], out, plots=False, train=False, command="c")  # the plan, no run
+    assert not list(out.glob("runs/*/seed*/result.json"))
+    subprocess.run([sys.executable, "-m", "focaldet.analysis.workers", str(out / "plan.json")],
+                   check=True, timeout=600, capture_output=True)
+    result = compare(cfg, arms, [0, 1], out, plots=False, train=False, command="c")
+    assert all(r.status == "finished" for r in result.records)
+    assert _losses(out) == _losses(sequential.out) and len(_losses(out)) == 4
+
+
+def test_a_worker_refuses_a_file_that_is_not_a_plan(tmp_path):
+    from focaldet.analysis.workers import specs_from_plan
+
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps({"arms": [], "runs": {"focal/seed0": {}}}))
+    with pytest.raises(CompareError, match=r"plan.json: run 'focal/seed0' names no arm of the plan"):
+        specs_from_plan(bad)
+    with pytest.raises(CompareError, match=r"no such plan"):
+        specs_from_plan(tmp_path / "missing.json")
+
+
 def test_rerun_with_another_config_is_refused(tiny):
     cfg, arms, out, _ = tiny
     with pytest.raises(CompareError, match=r"run focal/seed0 was started with another config \(train.max_iters"):
