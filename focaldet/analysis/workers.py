@@ -66,6 +66,11 @@ def prepare_data(specs: Sequence) -> None:
         resolve_data(config_from_dict(spec.cfg.to_dict(), source=spec.cfg.source))
 
 
+def worker_command(plan_path) -> list[str]:
+    """The command line of one worker process (this Python, unbuffered output)."""
+    return [sys.executable, "-u", "-m", "focaldet.analysis.workers", str(plan_path)]
+
+
 def execute_with_workers(specs: Sequence, plan_path: Path, workers: int, *,
                          log: Callable[[str], None] = print) -> list:
     """Train the runs of ``plan_path`` (= ``specs``) with this process and ``workers − 1`` worker
@@ -90,8 +95,8 @@ def execute_with_workers(specs: Sequence, plan_path: Path, workers: int, *,
         for k in range(1, workers):
             path = log_dir / f"worker{k}.log"
             with open(path, "w", encoding="utf-8") as fh:
-                p = subprocess.Popen([sys.executable, "-u", "-m", "focaldet.analysis.workers", str(plan_path)],
-                                     stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                p = subprocess.Popen(worker_command(plan_path), stdout=fh, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
             procs.append((p, path))
             log(f"compare: worker {k} started (pid {p.pid}, log {path})")
         execute(specs, log=log)

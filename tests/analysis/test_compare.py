@@ -5,6 +5,7 @@ import json
 import math
 import shutil
 import statistics
+import sys
 
 import pytest
 
@@ -126,7 +127,6 @@ def test_two_processes_share_a_comparison_through_the_run_locks(tiny):
     the same command trains the run."""
     import socket
     import subprocess
-    import sys
 
     cfg, arms, out, _ = tiny
     busy = out / "runs" / "focal" / "seed1"
@@ -182,7 +182,6 @@ def test_a_worker_trains_the_plan_it_is_given(tiny, tmp_path):
     plan with the plan's configs (the one-process results, to the bit); the report then finds
     nothing left to train."""
     import subprocess
-    import sys
 
     cfg, arms, _, sequential = tiny
     out = tmp_path / "plan_only"
@@ -193,6 +192,23 @@ def test_a_worker_trains_the_plan_it_is_given(tiny, tmp_path):
     result = compare(cfg, arms, [0, 1], out, plots=False, train=False, command="c")
     assert all(r.status == "finished" for r in result.records)
     assert _losses(out) == _losses(sequential.out) and len(_losses(out)) == 4
+
+
+def test_a_failed_worker_loses_no_run(tiny, tmp_path, monkeypatch):
+    """A worker that dies (here one that exits 1 at once, as a crash on start-up would): the
+    calling process trains every run itself, says which worker failed, and the results are the
+    one-process ones."""
+    from focaldet.analysis import workers
+
+    cfg, arms, _, sequential = tiny
+    monkeypatch.setattr(workers, "worker_command",
+                        lambda plan: [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
+    out = tmp_path / "failed"
+    lines = []
+    result = compare(cfg, arms, [0, 1], out, detections=False, plots=False, log=lines.append, command="c", workers=2)
+    assert all(r.status == "finished" for r in result.records)
+    assert _losses(out) == _losses(sequential.out) and len(_losses(out)) == 4
+    assert any("exited with code 3" in line and "boom" in line for line in lines)
 
 
 def test_a_worker_refuses_a_file_that_is_not_a_plan(tmp_path):
