@@ -1,8 +1,8 @@
 """Train one comparison in several processes at once: ``focaldet compare --workers N``.
 
 A small detector does not keep many CPU cores busy from one process, so several processes with
-few threads each finish more runs per hour (about 1.1x on this project's 2-core machine with two
-one-thread processes; docs/experiments.md). The processes share the work through the run-directory locks that
+few threads each finish more runs per hour (about 1.25x on this project's 2-core AVX2 machine with
+two one-thread processes; docs/experiments.md). The processes share the work through the run-directory locks that
 :func:`focaldet.analysis.compare.execute` already honours, so a worker needs nothing but the
 comparison's ``plan.json``: it trains every run listed there that is neither finished nor taken
 by a live process. Which process trains a run does not change it: its config (seed, threads and
