@@ -104,13 +104,16 @@ def paper_table1_claims(summary: dict) -> list[dict]:
                 "Table 1d: focal loss (36.0 AP, R-101) beats the best OHEM, 1:3 (32.8)"),
     ]
     # §5.1: plain CE without prior-probability init diverges; with it, it trains (30.2 AP).
+    # Only runs that ended count: one not trained yet (or that failed) has not shown whether it
+    # diverges, so it is neither evidence for the claim nor against it.
     runs = [r for r in summary["runs"] if r["arm"] in ("bce_prior", "bce_noprior")]
-    no = [r for r in runs if r["arm"] == "bce_noprior"]
-    yes = [r for r in runs if r["arm"] == "bce_prior"]
+    ended = [r for r in runs if r["status"] in ("finished", "diverged")]
+    no = [r for r in ended if r["arm"] == "bce_noprior"]
+    yes = [r for r in ended if r["arm"] == "bce_prior"]
     n_div_no = sum(r["status"] == "diverged" for r in no)
     n_div_yes = sum(r["status"] == "diverged" for r in yes)
     d = _diff(summary, "bce_prior", "bce_noprior")
-    if not no:
+    if len(no) < 2 or not yes:
         verdict = "inconclusive"
     elif n_div_no == len(no) and n_div_yes < len(yes):
         verdict = "held"
@@ -124,7 +127,8 @@ def paper_table1_claims(summary: dict) -> list[dict]:
         "claim": "§5.1: plain CE without prior-probability init diverges; with π = 0.01 it trains",
         "verdict": verdict,
         "evidence": (f"no prior: {n_div_no}/{len(no)} runs diverged; prior: {n_div_yes}/{len(yes)} diverged; "
-                     f"prior − no prior: {_fmt_diff(d)}")})
+                     f"prior − no prior: {_fmt_diff(d)}"
+                     + (f" ({len(runs) - len(ended)} runs not ended)" if len(ended) < len(runs) else ""))})
     return claims
 
 

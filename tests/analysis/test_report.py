@@ -104,6 +104,19 @@ def test_paper_claim_verdicts():
     assert verdicts[6] == "held" and "3/3 runs diverged" in paper_table1_claims(s)[6]["evidence"]
 
 
+def test_the_divergence_claim_counts_only_runs_that_ended():
+    """A comparison in progress: the no-prior runs of seeds 1 and 2 have not run. One run that
+    did not diverge is no verdict on "diverges", and the evidence counts ended runs only."""
+    names = ["focal_g2", "bce_prior", "bce_noprior"]
+    recs = [RunRecord(n, 0, Path("/x"), "finished", {"AP": v}) for n, v in zip(names, (0.40, 0.2, 0.01))]
+    recs += [RunRecord(n, seed, Path("/x"), "missing", {}) for n in names[1:] for seed in (1, 2)]
+    s = summarize_runs(recs, [Arm(name=n, loss="focal") for n in names], names[0])
+    claim = paper_table1_claims(s)[6]
+    assert claim["verdict"] == "inconclusive"
+    assert "no prior: 0/1 runs diverged; prior: 0/1 diverged" in claim["evidence"]
+    assert "(4 runs not ended)" in claim["evidence"]
+
+
 def test_report_names_precision_and_machine_of_each_run(tmp_path):
     """Runs read back from their result.json files are grouped by the precision and machine they
     recorded; a result.json from before the fields existed is said to be unrecorded."""
