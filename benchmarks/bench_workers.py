@@ -35,7 +35,9 @@ def one_sample(out: str, workers: int, threads: int, iters: int, extra: list[str
            f"train.milestones=[{int(iters * 0.85)}]", "train.eval_interval=0", f"train.ckpt_interval={iters}",
            *extra]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"bench_workers: `{' '.join(cmd)}` exited with {done.returncode}:\n{done.stderr[-2000:]}")
     return time.perf_counter() - t0
 
 

@@ -136,13 +136,14 @@ def run_one(spec: RunSpec, train_fn: Callable) -> None:
 
 
 def execute(specs: Sequence[RunSpec], *, train_fn: Optional[Callable] = None,
-            log: Callable[[str], None] = print) -> list[RunRecord]:
+            log: Callable[[str], None] = print, stop: Optional[Callable[[], bool]] = None) -> list[RunRecord]:
     """Train the runs that have no ``result.json`` yet, in order; return every run's record.
 
     Runs are claimed through their run-directory lock, so the same ``compare`` command started
     in several processes (one per core, or per machine on a shared file system) shares the work:
     a run another process is training is skipped here, and a run finished meanwhile is not
-    retrained. Rerun the command (or ``--report-only``) once all are done for the full report."""
+    retrained. Rerun the command (or ``--report-only``) once all are done for the full report.
+    ``stop``: asked before each run; True ends the loop (a worker whose ``compare`` has gone)."""
     from focaldet.engine.run_dir import RunInUseError, RunLock
 
     if train_fn is None:
@@ -152,12 +153,17 @@ def execute(specs: Sequence[RunSpec], *, train_fn: Optional[Callable] = None,
     if done:
         log(f"compare: {done} of {len(specs)} runs already finished, {len(todo)} to go")
     for i, spec in enumerate(todo, 1):
+        if stop is not None and stop():
+            log("compare: stopping before the next run (asked to)")
+            break
         if (spec.dir / "result.json").is_file():
             continue  # finished meanwhile by another process
         busy = f"compare: [{done + i}/{len(specs)}] skipped {spec.arm.title} seed {spec.seed}: another process is training it"
         if RunLock(spec.dir).live_owner() is not None:
             log(busy)
             continue
+        if (spec.dir / "result.json").is_file():
+            continue  # its process wrote result.json and released the lock between the two checks
         state = "resuming" if (spec.dir / "checkpoints" / "last.pt").is_file() else "training"
         log(f"compare: [{done + i}/{len(specs)}] {state} {spec.arm.title} seed {spec.seed} -> {spec.dir}")
         t0 = time.time()

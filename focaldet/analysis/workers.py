@@ -25,6 +25,9 @@ from typing import Callable, Optional, Sequence
 from focaldet.analysis.arms import Arm, CompareError
 from focaldet.config import config_from_dict
 
+# Set by `compare` for the workers it starts: the PID they stop with.
+PARENT_ENV = "FOCALDET_COMPARE_PARENT"
+
 
 def specs_from_plan(plan_path) -> list:
     """The comparison's runs, in the plan's (seed-major) order, each with the exact config the
@@ -44,10 +47,19 @@ def specs_from_plan(plan_path) -> list:
     specs = []
     for key, cfg in runs.items():
         arm_name, _, seed = key.rpartition("/seed")
-        if arm_name not in arms or not seed.isdigit():
+        if not seed.isdigit():
+            raise CompareError(f"{plan_path}: run '{key}' is not '<arm>/seed<N>'")
+        if arm_name not in arms:
             raise CompareError(f"{plan_path}: run '{key}' names no arm of the plan")
         cfg = config_from_dict(cfg, source=f"{plan_path} [{key}]")
-        specs.append(RunSpec(arms[arm_name], int(seed), Path(cfg.runtime.work_dir), cfg))
+        work_dir = Path(cfg.runtime.work_dir)
+        # The plan's paths are relative to the folder `compare` ran in; from anywhere else a
+        # worker would train a silent second copy of every run there.
+        if plan_path.resolve().parent not in work_dir.resolve().parents:
+            raise CompareError(f"{plan_path}: runs.{key}.runtime.work_dir {work_dir} is not inside "
+                               f"{plan_path.parent} from this folder ({Path.cwd()})",
+                               hint="start the worker in the folder the `focaldet compare` command ran in")
+        specs.append(RunSpec(arms[arm_name], int(seed), work_dir, cfg))
     return specs
 
 
@@ -82,21 +94,30 @@ def execute_with_workers(specs: Sequence, plan_path: Path, workers: int, *,
 
     if workers < 1:
         raise CompareError(f"--workers {workers}: need at least 1")
-    threads = max((s.cfg.runtime.threads or 0) for s in specs) or None
-    cpus = os.cpu_count() or 1
-    if threads and threads * workers > cpus:
-        log(f"compare: note: {workers} workers x {threads} threads on {cpus} CPUs: the processes will "
-            f"compete for cores; runtime.threads={max(1, cpus // workers)} fits")
+    todo = sum(not (s.dir / "result.json").is_file() for s in specs)
+    workers = max(1, min(workers, todo))  # a worker with no run to take would only load data
+    cpus = usable_cpus()
+    if workers > 1 and any(not s.cfg.runtime.threads for s in specs):
+        log(f"compare: note: runtime.threads is not set, so each of the {workers} processes uses all "
+            f"{cpus} CPUs and they compete; runtime.threads={max(1, cpus // workers)} fits")
+    else:
+        threads = max((s.cfg.runtime.threads or 0) for s in specs)
+        if threads * workers > cpus:
+            log(f"compare: note: {workers} workers x {threads} threads on {cpus} CPUs: the processes will "
+                f"compete for cores; runtime.threads={max(1, cpus // workers)} fits")
+    if workers == 1:
+        return execute(specs, log=log)
     prepare_data(specs)
     log_dir = Path(plan_path).parent / "workers"
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[subprocess.Popen, Path]] = []
+    restore = _exit_on_termination()
     try:
         for k in range(1, workers):
             path = log_dir / f"worker{k}.log"
             with open(path, "w", encoding="utf-8") as fh:
                 p = subprocess.Popen(worker_command(plan_path), stdout=fh, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=dict(os.environ, **{PARENT_ENV: str(os.getpid())}))
             procs.append((p, path))
             log(f"compare: worker {k} started (pid {p.pid}, log {path})")
         execute(specs, log=log)
@@ -108,6 +129,7 @@ def execute_with_workers(specs: Sequence, plan_path: Path, workers: int, *,
                 log(f"compare: worker pid {p.pid} exited with code {p.returncode} ({path}): "
                     + " | ".join(tail))
     finally:
+        restore()
         for p, _ in procs:
             if p.poll() is None:
                 p.terminate()
@@ -121,6 +143,45 @@ def execute_with_workers(specs: Sequence, plan_path: Path, workers: int, *,
     return execute(specs, log=log)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and `taskset` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _exit_on_termination() -> Callable[[], None]:
+    """Turn SIGTERM / SIGHUP (`kill`, a closed terminal, a scheduler's time limit) into SystemExit
+    while the workers run, so the ``finally`` that stops them runs too; returns the undo."""
+    import signal
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    try:
+        previous = {sig: signal.signal(sig, stop) for sig in wanted}
+    except ValueError:  # not the main thread: signals stay as they are
+        return lambda: None
+    return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker whose `compare` process has gone stops: on Linux the kernel sends it SIGTERM the
+    moment the parent dies; elsewhere :func:`main` checks between runs."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the line above took effect
+        raise SystemExit(143)
+
+
 def main(argv: Optional[list] = None) -> int:
     from focaldet.analysis.compare import execute
     from focaldet.errors import FocaldetError
@@ -129,12 +190,16 @@ def main(argv: Optional[list] = None) -> int:
     if len(argv) != 1:
         print("usage: python -m focaldet.analysis.workers OUT/plan.json", file=sys.stderr)
         return 2
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        _die_with_parent(int(parent))
     try:
         specs = specs_from_plan(argv[0])
         print(f"compare worker pid {os.getpid()}: {len(specs)} runs in {argv[0]}", flush=True)
-        execute(specs)
+        execute(specs, stop=(lambda: os.getppid() != int(parent)) if parent else None)
     except FocaldetError as e:
-        print(f"compare worker: error: {e}", file=sys.stderr)
+        print(f"compare worker: error: {e}" + (f"\n  hint: {e.hint}" if getattr(e, "hint", None) else ""),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

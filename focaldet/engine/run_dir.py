@@ -9,12 +9,13 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from focaldet.errors import FocaldetError
 
@@ -43,6 +44,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _publish(tmp: Path, path: Path, me: dict) -> None:
+    """Make ``path`` the lock ``tmp`` holds, atomically; FileExistsError when it exists."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        # A file system without hard links: exclusive create, then write (the old way; there a
+        # reader can catch the file still empty and take it for a stale lock).
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+
+
 class RunLock:
     """Exclusive ownership of a run directory by this process (a context manager)."""
 
@@ -54,49 +71,74 @@ class RunLock:
     def acquire(self) -> "RunLock":
         make_run_dir(self.run_dir)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._break_if_stale(me["host"])
-                continue
-            except OSError as e:
-                raise RunDirError(f"{self.run_dir}: cannot create the run lock: {e.strerror}") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self.held = True
-            return self
+        # Written whole under a private name, then hard-linked to .lock: the link either fails
+        # (taken) or publishes a complete file, so no other process can ever read a half-written
+        # lock and take it for a dead one (several `compare` processes race for locks all day).
+        tmp = self.run_dir / f"{LOCK_NAME}.{me['host']}.{me['pid']}.tmp"
+        try:
+            tmp.write_text(json.dumps(me))
+        except OSError as e:
+            raise RunDirError(f"{self.run_dir}: cannot create the run lock: {e.strerror}") from None
+        try:
+            for _ in range(5):
+                try:
+                    _publish(tmp, self.path, me)
+                except FileExistsError:
+                    self._break_if_stale(me["host"])
+                    continue
+                except OSError as e:
+                    raise RunDirError(f"{self.run_dir}: cannot create the run lock: {e.strerror}") from None
+                self.held = True
+                return self
+        finally:
+            tmp.unlink(missing_ok=True)
         raise RunDirError(f"{self.run_dir}: could not take the run lock {self.path}")
 
-    def _read_owner(self):
+    def _read_owner(self, path: Optional[Path] = None):
         """``(pid, host)`` from the lock file; None when there is none; "corrupt" when it cannot
-        be read (written by a process killed between create and write: nothing else writes it)."""
+        be read (not written by this tool: ours are published whole)."""
         try:
-            owner = json.loads(self.path.read_text())
+            owner = json.loads((path or self.path).read_text())
             return int(owner["pid"]), str(owner["host"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
             return "corrupt"
 
+    def _is_live(self, owner) -> bool:
+        if owner is None or owner == "corrupt":
+            return False
+        pid, host = owner
+        return not (host == socket.gethostname() and (pid == os.getpid() or not _pid_alive(pid)))
+
     def live_owner(self):
         """``(pid, host)`` of the live process that holds this lock, or None (no lock, a stale
         one, or our own). Read-only: ``compare`` uses it to skip runs another process trains."""
         owner = self._read_owner()
-        if owner is None or owner == "corrupt":
-            return None
-        pid, host = owner
-        if host == socket.gethostname() and (pid == os.getpid() or not _pid_alive(pid)):
-            return None
-        return owner
+        return owner if self._is_live(owner) else None
 
     def _break_if_stale(self, host: str) -> None:
         owner = self._read_owner()
         if owner is None:
             return  # released meanwhile: try again
-        if owner == "corrupt" or self.live_owner() is None:
-            self.path.unlink(missing_ok=True)  # stale: its process is gone
-            return
+        if not self._is_live(owner):
+            # Moved aside, not deleted: of several processes that all found the same stale lock
+            # only one can rename it, and a fresh lock taken meanwhile is put back untouched.
+            aside = self.run_dir / f"{LOCK_NAME}.{socket.gethostname()}.{os.getpid()}.stale"
+            try:
+                os.rename(self.path, aside)
+            except FileNotFoundError:
+                return  # another process moved it first
+            moved = self._read_owner(aside)
+            if self._is_live(moved):  # not the stale lock we looked at: give it back
+                try:
+                    os.link(aside, self.path)
+                except FileExistsError:
+                    pass
+            aside.unlink(missing_ok=True)
+            if not self._is_live(moved):
+                return
+            owner = moved
         pid, owner_host = owner
         where = "" if owner_host == host else f" on host {owner_host}"
         raise RunInUseError(f"{self.run_dir}: in use by another focaldet train (process {pid}{where})",
@@ -105,7 +147,9 @@ class RunLock:
 
     def release(self) -> None:
         if self.held:
-            self.path.unlink(missing_ok=True)
+            # Only a lock that still names this process: never one another process took over.
+            if self._read_owner() == (os.getpid(), socket.gethostname()):
+                self.path.unlink(missing_ok=True)
             self.held = False
 
     def __enter__(self) -> "RunLock":
@@ -134,7 +178,8 @@ def previous_run_files(run_dir: Path) -> list[str]:
     """Names in ``run_dir`` other than the lock (empty for a new or empty directory)."""
     if not run_dir.is_dir():
         return []
-    return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name != LOCK_NAME and not p.name.startswith(LOCK_NAME + "."))
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:

@@ -6,6 +6,8 @@ import math
 import shutil
 import statistics
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -159,11 +161,32 @@ def _losses(out) -> dict:
     return losses
 
 
-def test_workers_share_the_runs_and_give_the_sequential_results(tiny, tmp_path):
+def _wait_for_a_worker_run(monkeypatch, out):
+    """Hold this process's first pass over the runs until worker 1 has taken a run: 3-iteration
+    runs are over before a worker has imported torch, and the test is about sharing them."""
+    from focaldet.analysis import compare as compare_mod
+
+    real = compare_mod.execute
+    calls = []
+
+    def execute(specs, **kw):
+        if not calls:
+            log = out / "workers" / "worker1.log"
+            deadline = time.time() + 300
+            while time.time() < deadline and not (log.is_file() and "training " in log.read_text()):
+                time.sleep(0.05)
+        calls.append(1)
+        return real(specs, **kw)
+
+    monkeypatch.setattr(compare_mod, "execute", execute)
+
+
+def test_workers_share_the_runs_and_give_the_sequential_results(tiny, tmp_path, monkeypatch):
     """`--workers 2`: this process and one worker process train the comparison; every run is
     trained once, by one of them, and ends exactly as in the one-process comparison."""
     cfg, arms, _, sequential = tiny
     out = tmp_path / "two"
+    _wait_for_a_worker_run(monkeypatch, out)
     lines = []
     result = compare(cfg, arms, [0, 1], out, detections=False, plots=False, log=lines.append, command="c", workers=2)
     assert all(r.status == "finished" for r in result.records)
@@ -174,6 +197,7 @@ def test_workers_share_the_runs_and_give_the_sequential_results(tiny, tmp_path):
         for seed in (0, 1):
             needle = f"training {arm.title} seed {seed} ->"
             assert sum(needle in line for line in lines) + worker_log.count(needle) == 1, needle
+    assert 1 <= worker_log.count("training ") <= 3  # both processes trained
     assert (out / "report.md").is_file()
 
 
@@ -192,6 +216,43 @@ def test_a_worker_trains_the_plan_it_is_given(tiny, tmp_path):
     result = compare(cfg, arms, [0, 1], out, plots=False, train=False, command="c")
     assert all(r.status == "finished" for r in result.records)
     assert _losses(out) == _losses(sequential.out) and len(_losses(out)) == 4
+
+
+# A worker killed at the worst moment: it has taken the last run, trained it and written its final
+# checkpoint, and dies (exit 3) holding the run's lock, before result.json.
+_DYING_WORKER = """
+import os, sys
+from focaldet.analysis.compare import execute
+from focaldet.analysis.workers import specs_from_plan
+from focaldet.engine import trainer
+
+def die(*args, **kwargs):
+    print("killed after the final checkpoint", flush=True)
+    os._exit(3)
+
+trainer.finish = die
+execute(specs_from_plan(sys.argv[1])[::-1])
+"""
+
+
+def test_a_worker_killed_holding_a_run_loses_nothing(tiny, tmp_path, monkeypatch):
+    """The calling process skips the run while the worker lives, then breaks its stale lock and
+    resumes the run from the worker's checkpoint: every run ends as in the one-process comparison."""
+    from focaldet.analysis import workers
+
+    cfg, arms, _, sequential = tiny
+    out = tmp_path / "killed"
+    monkeypatch.setattr(workers, "worker_command", lambda plan: [sys.executable, "-u", "-c", _DYING_WORKER, str(plan)])
+    _wait_for_a_worker_run(monkeypatch, out)
+    lines = []
+    result = compare(cfg, arms, [0, 1], out, detections=False, plots=False, log=lines.append, command="c", workers=2)
+    assert all(r.status == "finished" for r in result.records)
+    assert _losses(out) == _losses(sequential.out) and len(_losses(out)) == 4
+    assert any("exited with code 3" in line and "killed after the final checkpoint" in line for line in lines)
+    victim = out / "runs" / "equalized_focal" / "seed1"
+    assert any("resuming equalized_focal seed 1" in line for line in lines), lines
+    assert json.loads((victim / "result.json").read_text())["resumed_from"] is not None
+    assert not list(out.glob("runs/*/seed*/.lock*"))
 
 
 def test_a_failed_worker_loses_no_run(tiny, tmp_path, monkeypatch):
@@ -220,6 +281,25 @@ def test_a_worker_refuses_a_file_that_is_not_a_plan(tmp_path):
         specs_from_plan(bad)
     with pytest.raises(CompareError, match=r"no such plan"):
         specs_from_plan(tmp_path / "missing.json")
+    bad.write_text(json.dumps({"arms": [{"name": "focal", "loss": "focal", "params": {}, "overrides": []}],
+                               "runs": {"focal/0": {}}}))
+    with pytest.raises(CompareError, match=r"run 'focal/0' is not '<arm>/seed<N>'"):
+        specs_from_plan(bad)
+
+
+def test_a_worker_started_in_another_folder_is_refused(tiny, tmp_path, monkeypatch):
+    """A plan's run folders are relative to where `compare` ran: a worker started elsewhere would
+    train a second copy of every run there, so it stops with the key and the folder."""
+    from focaldet.analysis.workers import specs_from_plan
+
+    cfg, arms, _, _ = tiny
+    monkeypatch.chdir(tmp_path)
+    compare(cfg, arms, [0], Path("rel"), plots=False, train=False, command="c")  # the plan only
+    assert len(specs_from_plan(Path("rel") / "plan.json")) == 2
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(CompareError, match=r"runs.focal/seed0.runtime.work_dir rel/runs/focal/seed0 is not inside"):
+        specs_from_plan(tmp_path / "rel" / "plan.json")
 
 
 def test_rerun_with_another_config_is_refused(tiny):
@@ -254,3 +334,43 @@ def test_an_arm_with_a_bad_loss_parameter_is_refused_at_plan_time(tmp_path, loss
         compare(None, arms, [0, 1], tmp_path / "out", train_fn=lambda cfg, **kw: trained.append(cfg), plots=False)
     assert needle in str(e.value)
     assert not trained and not (tmp_path / "out" / "plan.json").exists()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_the_workers_stop_when_compare_is_stopped(tiny, tmp_path, how):
+    """`kill` (SIGTERM: compare stops its workers on the way out) or `kill -9` (nothing runs in
+    compare: the kernel tells the worker its parent died): no worker trains on alone."""
+    import os
+    import signal
+    import subprocess
+
+    cfg, _, _, _ = tiny
+    out = tmp_path / "stopped"
+    env = dict(os.environ, FOCALDET_COMPILE="0")
+    main = subprocess.Popen([sys.executable, "-m", "focaldet", "compare", str(cfg), "--losses", "focal",
+                             "--seeds", "2", "--out", str(out), "--workers", "2", "--no-plots",
+                             "train.max_iters=5000", "train.milestones=[4000]"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    log = out / "workers" / "worker1.log"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (log.is_file() and "training " in log.read_text()):
+            assert main.poll() is None
+            time.sleep(0.1)
+        worker = int(log.read_text().split("compare worker pid ")[1].split(":")[0])
+        main.send_signal(getattr(signal, how))
+        main.wait(timeout=120)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail(f"worker {worker} still trains {60} s after compare got {how}")
+    finally:
+        if main.poll() is None:
+            main.kill()
+            main.wait()
