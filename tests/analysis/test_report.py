@@ -104,6 +104,23 @@ def test_paper_claim_verdicts():
     assert verdicts[6] == "held" and "3/3 runs diverged" in paper_table1_claims(s)[6]["evidence"]
 
 
+def test_a_claim_names_the_diverged_runs_it_leaves_out_and_prior_divergence_is_not_held():
+    """A diverged run has no AP: its seed drops out of the paired difference, and the evidence
+    says which. If the prior-init runs diverge as often as the others, §5.1 does not hold."""
+    s = _claims_summary({
+        "focal_g2": [0.40, 0.42, 0.41], "bce_a0.75": [0.30, 0.33, 0.31], "bce_a0.5": [0.30, 0.33, 0.31],
+        "bce_a0.99": [0.35, 0.38, 0.36], "focal_g0.5": [0.45, 0.46, 0.47], "focal_g5": [0.20, 0.43, 0.40],
+        "ohem_3to1": [0.1, 0.1, 0.1], "bce_prior": [0.2, 0.2, 0.2], "bce_noprior": [0, 0, 0]},
+        diverged={("focal_g5", 0), ("bce_noprior", 0), ("bce_noprior", 1), ("bce_prior", 1), ("bce_prior", 2)})
+    claims = paper_table1_claims(s)
+    g5 = claims[4]
+    assert "1 seed, no CI" not in g5["evidence"] and "2 seeds" in g5["evidence"]  # seeds 1, 2 only
+    assert g5["evidence"].endswith("left out, diverged: focal_g5 seed 0")
+    assert "left out" not in claims[3]["evidence"]
+    assert claims[6]["verdict"] == "not held (with the prior init as many runs diverged)"
+    assert "no prior: 2/3 runs diverged; prior: 2/3 diverged" in claims[6]["evidence"]
+
+
 def test_the_divergence_claim_counts_only_runs_that_ended():
     """A comparison in progress: the no-prior runs of seeds 1 and 2 have not run. One run that
     did not diverge is no verdict on "diverges", and the evidence counts ended runs only."""
