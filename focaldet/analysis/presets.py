@@ -151,8 +151,9 @@ PRESETS = {
         claims=paper_table1_claims,
         expected_runtime="12 arms × 3 seeds = 36 CPU-preset runs: about 36 × the time of one "
                          "`focaldet train` of the CPU preset (lt_stamps_cpu, 2 cores: 194–286 s per run in "
-                         "bf16 on an AVX512-BF16/AMX CPU → ≈ 2–3 h; float32 on an AVX2-only CPU ≈ 460–515 s "
-                         "per run → ≈ 4.8 h, or ≈ 3.8 h with --workers 2 runtime.threads=1; lt_stamps_cpu_scratch: "
-                         "≈ 75 min with two one-thread processes)",
+                         "bf16 on an AVX512-BF16/AMX CPU → ≈ 2–3 h; bf16 with --workers 2 runtime.threads=1 "
+                         "on an AVX512-BF16 CPU without AMX: 251–300 s per run per process → 90 min; float32 "
+                         "on an AVX2-only CPU ≈ 460–515 s per run → ≈ 4.8 h, or ≈ 3.8 h with --workers 2 "
+                         "runtime.threads=1; lt_stamps_cpu_scratch: ≈ 75 min with two one-thread processes)",
     ),
 }
