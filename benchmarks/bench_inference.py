@@ -31,13 +31,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (SETTINGS, add_model_bench_arguments, amp_dtype, autocast, bf16_note, build_pair,  # noqa: E402
-                    load_average, machine_line, make_batch, ratio_summary, synchronize)
+                    load_average, machine_line, make_batch, pad_note, ratio_summary, synchronize)
 
 
 def make_runs(setting: str, args) -> tuple[dict, int]:
     """``{"ours": run, "torchvision": run}`` closures returning the detections of one batch."""
     backbone, size, batch = SETTINGS[setting]
-    ours, tv = build_pair(backbone, size, cls_bias=0.0)
+    ours, tv = build_pair(backbone, size, cls_bias=0.0, size_divisible=args.size_divisible,
+                          ours_size_divisible=args.ours_size_divisible)
     ours, tv = ours.to(args.device).eval(), tv.to(args.device).eval()
     if args.channels_last:
         tv = tv.to(memory_format=torch.channels_last)
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         profile(args.profile, args)
         return 0
     ref = f"torchvision {'amp ' + args.amp if args.amp_reference else 'fp32'}" + (" NHWC" if args.channels_last else "")
-    ours = f"ours amp {args.amp}" + (", compiled" if args.compile else "")
+    ours = f"ours amp {args.amp}" + (", compiled" if args.compile else "") + pad_note(args)
     print(f"{machine_line()}; device {args.device}, {ours} vs {ref}{bf16_note(args.amp, args.device)}; "
           f"{args.pairs} interleaved pairs after 1 warm-up\n")
     print("| setting | ours ms/img | torchvision ms/img | speed ratio (median, min–max) "

@@ -33,17 +33,18 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (SETTINGS, add_model_bench_arguments, amp_dtype, autocast, bf16_note, build_pair,  # noqa: E402
-                    load_average, machine_line, make_batch, median_time, peak_rss_bytes, ratio_summary, reset_peak_rss, rss_bytes,
+                    load_average, machine_line, make_batch, median_time, pad_note, peak_rss_bytes, ratio_summary, reset_peak_rss, rss_bytes,
                     synchronize)
 
 GiB = 1024 ** 3
 
 
 def make_step(side: str, setting: str, device: str = "cpu", amp: str = "none", channels_last: bool = False,
-              ours_nchw: bool = False):
+              ours_nchw: bool = False, size_divisible: int = 128, ours_size_divisible: int | None = None):
     """A closure running one training iteration of ``side`` ("ours" or "torchvision")."""
     backbone, size, batch = SETTINGS[setting]
-    ours, tv = build_pair(backbone, size, overrides=("runtime.channels_last=false",) if ours_nchw else ())
+    ours, tv = build_pair(backbone, size, overrides=("runtime.channels_last=false",) if ours_nchw else (),
+                          size_divisible=size_divisible, ours_size_divisible=ours_size_divisible)
     model = (tv if side == "torchvision" else ours).to(device).train()
     del ours, tv
     if side == "torchvision" and channels_last:
@@ -75,10 +76,11 @@ def make_step(side: str, setting: str, device: str = "cpu", amp: str = "none", c
 
 
 def worker(side: str, setting: str, steps: int, device: str, amp: str, channels_last: bool,
-           ours_nchw: bool = False) -> dict:
+           ours_nchw: bool = False, size_divisible: int = 128, ours_size_divisible: int | None = None) -> dict:
     """Run in a fresh process: time ``steps`` iterations after 1 warm-up; report time and memory."""
     torch.set_num_threads(2)
-    step, batch = make_step(side, setting, device, amp, channels_last, ours_nchw)
+    step, batch = make_step(side, setting, device, amp, channels_last, ours_nchw, size_divisible,
+                            ours_size_divisible)
     median_time(step, repeats=0, warmup=1)
     rss0 = rss_bytes()
     reset_peak_rss()
@@ -100,6 +102,9 @@ def run_worker(side: str, setting: str, args) -> dict:
         cmd.append("--channels-last")
     if args.ours_nchw:
         cmd.append("--ours-nchw")
+    cmd += ["--size-divisible", str(args.size_divisible)]
+    if args.ours_size_divisible is not None:
+        cmd += ["--ours-size-divisible", str(args.ours_size_divisible)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{side} worker failed:\n{proc.stderr[-3000:]}")
@@ -147,14 +152,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.settings, args.steps, args.device, args.amp, args.channels_last,
-                                args.ours_nchw)))
+                                args.ours_nchw, args.size_divisible, args.ours_size_divisible)))
         return 0
     if args.profile:
         profile(args.profile, args.rows, args.device, args.amp)
         return 0
     torch.set_num_threads(2)
     ref = f"torchvision {'amp ' + args.amp if args.amp_reference else 'fp32'}" + (" NHWC" if args.channels_last else "")
-    ours = f"ours {'NCHW' if args.ours_nchw else 'NHWC'} amp {args.amp}"
+    ours = f"ours {'NCHW' if args.ours_nchw else 'NHWC'} amp {args.amp}" + pad_note(args)
     print(f"{machine_line()}; device {args.device}, {ours} vs {ref}{bf16_note(args.amp, args.device)}; "
           f"{args.pairs} fresh-process pairs, median of {args.steps} iterations after 1 warm-up each\n")
     mem = "peak GPU GiB" if args.device.startswith("cuda") else "peak RSS GiB"

@@ -5,9 +5,13 @@ Both models are built with the *same* architecture: torchvision's ResNet (Frozen
 layer1 frozen), FPN on C3–C5 with 256 channels, P6/P7 from P5 (torchvision v1; ours with
 ``model.preset=torchvision_v1``, which also selects torchvision's anchor table and 300 detections),
 a 4 × 256 head, 9 anchors per location, ``num_classes`` sigmoid outputs, focal loss γ = 2, α = 0.25,
-L1 box loss. Ours pads every input to a multiple of 128 (the stride of P7); torchvision is told to do
-the same (``size_divisible=128``) and gets ``min_size = max_size = size`` so it never resizes: both
-run their convolutions on exactly the same tensor size.
+L1 box loss. torchvision gets ``min_size = max_size = size`` so it never resizes. Both pad every input
+to a multiple of ``--size-divisible`` (default 128, P7's stride: ``size_divisible`` for torchvision,
+``data.size_divisibility`` for ours), so both run their convolutions on exactly the same tensor
+size, and torchvision's anchors are exact: it derives each level's stride as padded size // grid
+size, which is 106 instead of 128 for P7 on a 320-px input padded to 32. ``--size-divisible 32``
+(torchvision's, detectron2's and focaldet's default) compares the libraries as they ship;
+``--ours-size-divisible`` sets ours alone (128: focaldet before 2026-12-03).
 """
 from __future__ import annotations
 
@@ -35,12 +39,13 @@ SETTINGS = {  # name -> (backbone, image size, batch)
 NUM_CLASSES = 80
 
 
-def build_torchvision(backbone: str, size: int, num_classes: int = NUM_CLASSES) -> TVRetinaNet:
+def build_torchvision(backbone: str, size: int, num_classes: int = NUM_CLASSES,
+                      size_divisible: int = 128) -> TVRetinaNet:
     """torchvision RetinaNet with our architecture choices (see the module docstring)."""
     resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=FrozenBatchNorm2d)
     body = _resnet_fpn_extractor(resnet, trainable_layers=3, returned_layers=[2, 3, 4],
                                  extra_blocks=LastLevelP6P7(256, 256))
-    return TVRetinaNet(body, num_classes, min_size=size, max_size=size, size_divisible=128)
+    return TVRetinaNet(body, num_classes, min_size=size, max_size=size, size_divisible=size_divisible)
 
 
 def build_ours(backbone: str, num_classes: int = NUM_CLASSES, overrides: tuple[str, ...] = ()):
@@ -52,16 +57,18 @@ def build_ours(backbone: str, num_classes: int = NUM_CLASSES, overrides: tuple[s
 
 
 def build_pair(backbone: str, size: int, num_classes: int = NUM_CLASSES, cls_bias: float | None = None,
-               overrides: tuple[str, ...] = ()):
+               overrides: tuple[str, ...] = (), size_divisible: int = 128, ours_size_divisible: int | None = None):
     """(ours, torchvision) with identical weights (torchvision's init copied into ours).
     ``cls_bias`` overrides the class-output bias of both (e.g. 0.0 so every candidate passes the
     0.05 score threshold: the worst case for post-processing); ``overrides`` are config
-    ``key=value`` strings for ours (e.g. ``runtime.channels_last=false``)."""
+    ``key=value`` strings for ours (e.g. ``runtime.channels_last=false``). ``size_divisible``: the
+    padding of both (``ours_size_divisible``, if given, of ours alone)."""
     torch.manual_seed(0)
-    tv = build_torchvision(backbone, size, num_classes)
+    tv = build_torchvision(backbone, size, num_classes, size_divisible)
     if cls_bias is not None:
         torch.nn.init.constant_(tv.head.classification_head.cls_logits.bias, cls_bias)
-    ours = build_ours(backbone, num_classes, overrides)
+    ours_div = size_divisible if ours_size_divisible is None else ours_size_divisible
+    ours = build_ours(backbone, num_classes, (f"data.size_divisibility={ours_div}", *overrides))
     load_torchvision_retinanet_state_dict(ours, tv.state_dict())
     return ours, tv
 
@@ -114,6 +121,12 @@ def ratio_summary(ratios: list[float]) -> str:
     if not ratios:
         return "n/a"
     return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}, {len(ratios)} pairs)"
+
+
+def pad_note(args) -> str:
+    """``", padding ours 32 / torchvision 32"``: each side's ``--size-divisible``."""
+    ours = args.size_divisible if args.ours_size_divisible is None else args.ours_size_divisible
+    return f", padding ours {ours} / torchvision {args.size_divisible}"
 
 
 def amp_dtype(amp: str):
@@ -175,3 +188,8 @@ def add_model_bench_arguments(parser, pairs: int, pairs_help: str) -> None:
     parser.add_argument("--channels-last", action="store_true", help="torchvision's weights in channels_last too")
     parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
     parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--size-divisible", type=int, default=128,
+                        help="both pad to a multiple of this (default 128: the same tensors and exact torchvision "
+                             "anchors; 32: each library's default)")
+    parser.add_argument("--ours-size-divisible", type=int, default=None,
+                        help="ours alone pads to a multiple of this (default: --size-divisible)")

@@ -48,7 +48,7 @@ def padded_size(h: int, w: int, size_divisibility: int) -> tuple[int, int]:
     return -(-h // d) * d, -(-w // d) * d
 
 
-def collate(samples: Sequence[tuple[torch.Tensor, dict]], size_divisibility: int = 128) -> Batch:
+def collate(samples: Sequence[tuple[torch.Tensor, dict]], size_divisibility: int = 32) -> Batch:
     """Stack ``(image, target)`` pairs (``image`` ``(3, h, w)`` uint8 or float in [0, 1]) into a
     :class:`Batch`, padding to the largest ``h``, ``w`` rounded up to ``size_divisibility``."""
     if len(samples) == 0:

@@ -18,9 +18,9 @@ from typing import Optional, Union
 import torch
 
 from focaldet.errors import FocaldetError
-from focaldet.model.retinanet import SIZE_DIVISIBILITY
 
 FORMATS = ("onnx", "torchscript")
+
 # Opsets the exporter writes and onnxruntime runs: torch's ONNX function library is written
 # for opset 18; NonMaxSuppression / TopK with a tensor k exist in every one of these.
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 18, 23, 18
@@ -82,7 +82,8 @@ def metadata(cfg, ckpt, *, fmt: str, size, dynamic: bool, raw: bool, opset: Opti
     return {"format": fmt, "raw": raw, "input_size": list(size), "dynamic": dynamic, "opset": opset,
             "class_names": names, "cat_ids": [int(c) for c in ckpt.get("cat_ids") or range(len(names))],
             "test_size": cfg.data.test_size, "max_size": cfg.data.max_size,
-            "size_divisibility": SIZE_DIVISIBILITY, "score_thresh": infer.score_thresh,
+            "size_divisibility": cfg.data.size_divisibility,
+            "score_thresh": infer.score_thresh,
             "nms_thresh": infer.nms_thresh, "topk_candidates": infer.topk_candidates,
             "detections_per_img": infer.detections_per_img, "softmax": softmax,
             "input": "RGB float32 in [0, 1], zero-padded bottom/right; normalisation is inside the graph"}
@@ -91,7 +92,7 @@ def metadata(cfg, ckpt, *, fmt: str, size, dynamic: bool, raw: bool, opset: Opti
 def export_model(weights: Union[str, Path], fmt: str, out: Union[str, Path], *, size=None, dynamic: bool = False,
                  opset: Optional[int] = None, raw: bool = False, check: bool = True) -> dict:
     """Export checkpoint ``weights`` to ``out``. ``size`` (H, W) of the traced input (default: the
-    config's ``data.test_size``, square, rounded up to a multiple of 128). ``dynamic``: ONNX
+    config's ``data.test_size``, square, rounded up to a multiple of ``data.size_divisibility``). ``dynamic``: ONNX
     only, batch, height and width become dynamic axes. Returns a summary dict (``out``,
     ``format``, ``size``, ``max_abs_diff`` of the check run when ``check``)."""
     if fmt not in FORMATS:
@@ -108,7 +109,8 @@ def export_model(weights: Union[str, Path], fmt: str, out: Union[str, Path], *, 
                           hint="export once per --size, or use --format onnx --dynamic")
     wrapper, cfg, ckpt = load_exportable(weights, raw)
     if size is None:
-        side = -(-cfg.data.test_size // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+        d = cfg.data.size_divisibility
+        side = -(-cfg.data.test_size // d) * d
         size = (side, side)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,14 +137,16 @@ def _export_onnx(wrapper, inputs, out: Path, *, opset: int, dynamic: bool, raw: 
 
     dynamic_shapes = None
     if dynamic:
-        # H and W as multiples of 128 (the padding the model needs anyway). torch.export assumes a
-        # dynamic size is never 1, so it traces with 256 x 256 (P7 2 x 2) and batch 2; the graph
-        # itself has no such assumption (checked at batch 1 and 128 px in the tests).
-        blocks = {n: torch.export.Dim(n, min=2, max=64) for n in ("height_blocks", "width_blocks")}
+        # H and W as multiples of the model's padding d (meta["size_divisibility"]), up to 8192.
+        # torch.export assumes a dynamic size is never 1, so it traces at 256 x 256 (P7 2 x 2) and
+        # batch 2; the graph itself has no such assumption (checked at batch 1 and 128 px in the tests).
+        d = meta["size_divisibility"]
+        blocks = {n: torch.export.Dim(n, min=2, max=8192 // d) for n in ("height_blocks", "width_blocks")}
         batch = torch.export.Dim("batch", min=1, max=1024)
-        dynamic_shapes = {"images": {0: batch, 2: SIZE_DIVISIBILITY * blocks["height_blocks"],
-                                     3: SIZE_DIVISIBILITY * blocks["width_blocks"]}, "image_sizes": {0: batch}}
-        inputs = example_inputs((2 * SIZE_DIVISIBILITY, 2 * SIZE_DIVISIBILITY), batch=2)
+        dynamic_shapes = {"images": {0: batch, 2: d * blocks["height_blocks"], 3: d * blocks["width_blocks"]},
+                          "image_sizes": {0: batch}}
+        side = -(-256 // d) * d
+        inputs = example_inputs((side, side), batch=2)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's own progress and deprecation chatter
         try:

@@ -13,8 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import nms
 
-from focaldet.model.retinanet import SIZE_DIVISIBILITY
-
 
 class _Network(nn.Module):
     """Backbone → FPN → head of ``model``, plus the anchors of the actual feature-map sizes."""
@@ -43,7 +41,7 @@ class _Network(nn.Module):
 
     def normalize(self, images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         """The model's normalisation (ImageNet mean/std, padding zeroed after it, size rounded up
-        to a multiple of 128) written with tensor ops only, so the batch size and the image sizes
+        to a multiple of the model's ``size_divisibility``) written with tensor ops only, so the batch size and the image sizes
         stay inputs of the exported graph instead of being traced as constants."""
         x = (images - self.model.pixel_mean) / self.model.pixel_std
         H, W = x.shape[-2], x.shape[-1]
@@ -51,7 +49,8 @@ class _Network(nn.Module):
         rows = torch.arange(H, device=x.device)[None, :, None] < sizes[:, 0, None, None]
         cols = torch.arange(W, device=x.device)[None, None, :] < sizes[:, 1, None, None]
         x = x * (rows & cols)[:, None].to(x.dtype)
-        return F.pad(x, (0, (-W) % SIZE_DIVISIBILITY, 0, (-H) % SIZE_DIVISIBILITY))
+        d = self.model.size_divisibility
+        return F.pad(x, (0, (-W) % d, 0, (-H) % d))
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor):
         """``images (B, 3, H, W)``, ``image_sizes (B, 2)`` → ``cls_logits (B, N, C)``,

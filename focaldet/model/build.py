@@ -86,4 +86,5 @@ def build_model(cfg: Config, num_classes: int) -> RetinaNet:
                      normalizer=match.normalizer, normalizer_momentum=match.normalizer_momentum,
                      crowd_ioa_thresh=match.crowd_ioa_thresh, score_thresh=infer.score_thresh,
                      topk_candidates=infer.topk_candidates, nms_thresh=infer.nms_thresh,
-                     detections_per_img=infer.detections_per_img, channels_last=cfg.runtime.channels_last)
+                     detections_per_img=infer.detections_per_img, channels_last=cfg.runtime.channels_last,
+                     size_divisibility=cfg.data.size_divisibility)

@@ -20,7 +20,11 @@ from focaldet.utils.dist import all_reduce_sum, get_world_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SIZE_DIVISIBILITY = 128  # stride of P7
+# Images are zero-padded to a multiple of this by default: the stride of C5, the coarsest map the
+# FPN's top-down path upsamples by exactly 2 (torchvision, detectron2 and mmdetection pad to 32 too).
+# P6/P7 need no more: a stride-2 3x3 convolution with padding 1 gives ceil(n / 2), which is the
+# anchor grid ceil(H / stride) at every level for any H.
+SIZE_DIVISIBILITY = 32
 
 
 def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -39,7 +43,8 @@ class RetinaNet(nn.Module):
     ``forward(images (B, 3, H, W) float RGB in [0, 1], image_sizes [(h, w)], targets=None)``:
     training with targets → ``{"loss_cls", "loss_box", "num_pos"}`` (0-d float32);
     eval → per image ``{"boxes" (k, 4) xyxy pixels, "scores" (k,), "labels" (k,) int64}``.
-    Images are normalised with ImageNet mean/std here and zero-padded to a multiple of 128 if needed.
+    Images are normalised with ImageNet mean/std here and zero-padded to a multiple of
+    ``size_divisibility`` (default 32, ``data.size_divisibility``) if needed.
 
     ``channels_last`` (default True) keeps the convolution weights and every activation in NHWC,
     the layout oneDNN (CPU) and cuDNN tensor cores run fastest; results equal NCHW's up to the
@@ -51,8 +56,12 @@ class RetinaNet(nn.Module):
                  box_coder: Optional[BoxCoder] = None, box_loss: str = "l1", smooth_l1_beta: float = 0.1,
                  box_loss_weight: float = 1.0, normalizer: str = "batch", normalizer_momentum: float = 0.9,
                  crowd_ioa_thresh: Optional[float] = 0.5, score_thresh: float = 0.05, topk_candidates: int = 1000,
-                 nms_thresh: float = 0.5, detections_per_img: int = 100, channels_last: bool = True):
+                 nms_thresh: float = 0.5, detections_per_img: int = 100, channels_last: bool = True,
+                 size_divisibility: int = SIZE_DIVISIBILITY):
         super().__init__()
+        if int(size_divisibility) < 1:
+            raise ValueError(f"size_divisibility must be >= 1, got {size_divisibility!r}")
+        self.size_divisibility = int(size_divisibility)
         if box_loss not in ("l1", "smooth_l1", "giou"):
             raise ValueError(f"box_loss must be l1, smooth_l1 or giou, got {box_loss!r}")
         if normalizer not in ("batch", "ema"):
@@ -111,14 +120,15 @@ class RetinaNet(nn.Module):
 
     def normalize(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
         """ImageNet mean/std, then the padding set to 0 *after* normalisation (as torchvision and
-        detectron2 pad) and the size rounded up to a multiple of 128 (the stride of P7).
+        detectron2 pad) and the size rounded up to a multiple of ``size_divisibility``.
 
         Returns ``(B, 3, H', W')`` float, channels_last when the model is. No tensor is built from
         ``image_sizes`` (Python ints), so there is no host-to-device copy here.
         """
         B, _, H, W = images.shape
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        x = torch.empty((B, 3, H + -H % SIZE_DIVISIBILITY, W + -W % SIZE_DIVISIBILITY), dtype=images.dtype,
+        d = self.size_divisibility
+        x = torch.empty((B, 3, H + -H % d, W + -W % d), dtype=images.dtype,
                         device=images.device, memory_format=fmt)
         x[:, :, :H, :W] = (images - self.pixel_mean) / self.pixel_std
         x[:, :, H:] = 0

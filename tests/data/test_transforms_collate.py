@@ -123,8 +123,9 @@ def test_collate_pads_to_multiple(div, hw):
     assert batch.targets[0] is samples[0][1]
 
 
-def test_collate_default_is_128_and_empty_is_an_error():
-    assert collate(_samples()).images.shape[-2:] == (256, 128)
+def test_collate_default_is_32_and_empty_is_an_error():
+    # the largest image is 130 x 70: padded to multiples of 32 (C5's stride), as torchvision does
+    assert collate(_samples()).images.shape[-2:] == (160, 96)
     with pytest.raises(ValueError, match="empty batch"):
         collate([])
 

@@ -89,6 +89,34 @@ def test_same_detections_as_torchvision_on_astronaut():
     assert len(set(j.tolist())) == n
 
 
+def test_pads_to_32_like_torchvision_and_computes_the_same_network_outputs():
+    """Images whose sizes 128 does not divide: ours pads the batch as torchvision's transform
+    does with its default ``size_divisible=32`` (224 x 320 here; 256 x 384 at 128), and the
+    backbone, FPN and head give torchvision's outputs on it, level by level."""
+    tv = _torchvision_model()
+    ours = load_torchvision_retinanet_state_dict(_our_model(), tv.state_dict()).eval()
+    assert ours.size_divisibility == 32
+    astronaut = skimage.data.astronaut()
+    images = []
+    for h, w in ((200, 296), (160, 240)):
+        im = skimage.transform.resize(astronaut, (h, w), anti_aliasing=True)
+        images.append(torch.from_numpy(im.astype(np.float32)).permute(2, 0, 1).contiguous())
+    raw = torch.zeros(2, 3, 200, 296)
+    for i, im in enumerate(images):
+        raw[i, :, : im.shape[1], : im.shape[2]] = im
+    sizes = [tuple(im.shape[1:]) for im in images]
+    with torch.no_grad():
+        ref_x = tv.transform.batch_images([tv.transform.normalize(im) for im in images], size_divisible=32)
+        x = ours.normalize(raw, sizes)
+        assert tuple(x.shape) == tuple(ref_x.shape) == (2, 3, 224, 320)
+        torch.testing.assert_close(x, ref_x, rtol=0, atol=1e-6)
+        ref = tv.head(list(tv.backbone(ref_x).values()))
+        cls_logits, box_deltas = ours.network(x)
+    for got, want in ((cls_logits, ref["cls_logits"]), (box_deltas, ref["bbox_regression"])):
+        assert got.shape == want.shape  # the same anchors' worth of outputs on every level
+        assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
 def test_converter_names_the_bad_key():
     model = _our_model()
     tv_state = {"head.classification_head.cls_logits.weight": torch.zeros(9 * 80, 256, 3, 3)}
