@@ -1,18 +1,29 @@
-"""How much faster than torchvision *can* float32 inference be on this CPU? The arithmetic bound.
+"""How much faster than torchvision *can* float32 inference or training be on this CPU? The arithmetic bound.
 
     .venv/bin/python benchmarks/bench_arithmetic.py [--settings r18-320-b4,r50-512-b2] [--pairs 3]
+    .venv/bin/python benchmarks/bench_arithmetic.py --train --settings r18-320-b4 --size-divisible 32
 
 Both RetinaNets (same architecture and weights, ``benchmarks/common.py``) do the same float32
 arithmetic: the convolutions are ~99 % of it, and any speed-up that keeps the numerics (folding,
 layout, fewer operator calls, one NMS) can only remove the time spent *outside* that arithmetic.
 This script measures how much of it there is left:
 
-1. the FLOPs of one inference batch of each model (``torch.utils.flop_counter.FlopCounterMode``:
+1. the FLOPs of one inference batch of each model (``--train``: of one training iteration, forward,
+   loss, backward and SGD step, as ``bench_train_step.py`` runs it; the backward's convolutions are
+   counted too) (``torch.utils.flop_counter.FlopCounterMode``:
    2 per multiply-add of the convolutions and matrix products);
 2. the fastest float32 rate this CPU sustains on the model's own dominant convolution (a head
    layer, 3 × 3, 256 → 256 channels, on the P3 map of the batch, NHWC and NCHW) and on one large
-   matrix product, with the benchmark's two threads; the best of them is the "peak" here;
-3. ours and torchvision timed interleaved (``--pairs`` pairs after a warm-up).
+   matrix product, with the benchmark's two threads; the best of them is the "peak" here (a
+   convolution's backward runs slower than its forward, so for training the bound is generous);
+3. ours and torchvision timed interleaved in one process (``--pairs`` pairs after a warm-up);
+4. the share of ours' time spent inside PyTorch's convolution kernels (torch.profiler), and from it
+   the **ceiling with these kernels**: torchvision's time over ours' convolution time, the ratio
+   ours would reach if everything else (post-processing, loss, element-wise work, the optimiser)
+   took no time at all.
+
+Both pad to a multiple of ``--size-divisible`` (default 128, as the other model benchmarks; 32 is
+each library's default).
 
 It prints each side's achieved GFLOP/s, the share of ours' time the arithmetic would take at the
 peak, and the **bound**: torchvision's time divided by the time of our FLOPs at the peak, i.e.
@@ -32,6 +43,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train_step import make_step  # noqa: E402
 from common import SETTINGS, build_pair, load_average, machine_line, make_batch  # noqa: E402
 
 
@@ -54,10 +66,10 @@ def best_rate(fn, flops: int, repeats: int = 5) -> float:
 
 
 @torch.inference_mode()
-def peak_rates(batch: int, size: int) -> dict[str, float]:
+def peak_rates(batch: int, size: int, size_divisible: int = 128) -> dict[str, float]:
     """GFLOP/s of the head's 3 × 3, 256 → 256 convolution on the P3 map (stride 8 of the input padded
-    to a multiple of 128) in both layouts, and of a 4096² matrix product."""
-    side = -(-size // 128) * 128 // 8
+    to a multiple of ``size_divisible``) in both layouts, and of a 4096² matrix product."""
+    side = -(-(-(-size // size_divisible) * size_divisible) // 8)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 256, side, side, generator=g)
     w = torch.randn(256, 256, 3, 3, generator=g) * 0.02
@@ -72,13 +84,33 @@ def peak_rates(batch: int, size: int) -> dict[str, float]:
     }
 
 
-def measure(setting: str, pairs: int) -> None:
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "mkldnn::_convolution_pointwise")
+
+
+def convolution_share(run) -> float:
+    """The share of one call of ``run`` that PyTorch's convolution kernels take (their self CPU
+    time over the whole self CPU time, torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / total
+
+
+def measure(setting: str, pairs: int, train: bool = False, size_divisible: int = 128) -> None:
     backbone, size, batch = SETTINGS[setting]
-    ours, tv = (m.eval() for m in build_pair(backbone, size, cls_bias=0.0))
-    images, _ = make_batch(batch, size)
-    sizes = [(size, size)] * batch
-    runs = {"ours": lambda: ours(images, sizes), "torchvision": lambda: tv(list(images))}
-    with torch.inference_mode():
+    if train:
+        runs = {side: make_step(side, setting, size_divisible=size_divisible)[0] for side in ("ours", "torchvision")}
+        grad_mode = torch.enable_grad
+    else:
+        ours, tv = (m.eval() for m in build_pair(backbone, size, cls_bias=0.0, size_divisible=size_divisible))
+        images, _ = make_batch(batch, size)
+        sizes = [(size, size)] * batch
+        runs = {"ours": lambda: ours(images, sizes), "torchvision": lambda: tv(list(images))}
+        grad_mode = torch.inference_mode
+    with grad_mode():
         flops = {side: count_flops(run) for side, run in runs.items()}
         times = {side: [] for side in runs}
         for run in runs.values():
@@ -89,11 +121,14 @@ def measure(setting: str, pairs: int) -> None:
                 t0 = time.perf_counter()
                 run()
                 times[side].append(time.perf_counter() - t0)
-    peaks = peak_rates(batch, size)
+        conv_share = convolution_share(runs["ours"])
+    peaks = peak_rates(batch, size, size_divisible)
     peak_name, peak = max(peaks.items(), key=lambda kv: kv[1])
     t_ours, t_tv = statistics.median(times["ours"]), statistics.median(times["torchvision"])
     at_peak = flops["ours"] / (peak * 1e9)
-    print(f"\n### {setting}: {batch} images of {size}², load {load_before} → {load_average()}\n")
+    what = "one training iteration" if train else "inference"
+    print(f"\n### {setting}, {what}: {batch} images of {size}² padded to {size_divisible}, "
+          f"load {load_before} → {load_average()}\n")
     print("| | GFLOP per batch | s per batch (median of %d) | achieved GFLOP/s |\n|---|---:|---:|---:|" % pairs)
     for side, t in (("ours", t_ours), ("torchvision", t_tv)):
         print(f"| {side} | {flops[side] / 1e9:.1f} | {t:.3f} | {flops[side] / t / 1e9:.1f} |")
@@ -103,18 +138,24 @@ def measure(setting: str, pairs: int) -> None:
     print(f"- ours' FLOPs at the peak ({peak_name}, {peak:.1f} GFLOP/s) take {at_peak:.3f} s = "
           f"{at_peak / t_ours:.0%} of ours' time")
     print(f"- **bound**: torchvision's time / our FLOPs at that peak = **{t_tv / at_peak:.2f}×**: the most any "
-          f"implementation of the same float32 arithmetic could gain over torchvision here", flush=True)
+          f"implementation of the same float32 arithmetic could gain over torchvision here")
+    t_conv = conv_share * t_ours
+    print(f"- ours' convolutions (PyTorch's oneDNN kernels, profiled) take {conv_share:.0%} of ours' time, "
+          f"{t_conv:.3f} s; **ceiling with these kernels**: torchvision's time / that = **{t_tv / t_conv:.2f}×**, "
+          f"the ratio ours would show if everything but its convolutions took no time", flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--pairs", type=int, default=3, help="interleaved (ours, torchvision) pairs")
+    parser.add_argument("--train", action="store_true", help="one training iteration instead of inference")
+    parser.add_argument("--size-divisible", type=int, default=128, help="both pad to a multiple of this")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     print(machine_line())
     for setting in args.settings.split(","):
-        measure(setting, args.pairs)
+        measure(setting, args.pairs, args.train, args.size_divisible)
     return 0
 
 

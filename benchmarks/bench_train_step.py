@@ -129,12 +129,12 @@ def measure(setting: str, args) -> None:
           f"| {o_m:.2f} | {t_m:.2f} | {o_m / t_m:.2f} | {load_before} → {load_average()} |", flush=True)
 
 
-def profile(setting: str, rows: int, device: str, amp: str) -> None:
+def profile(setting: str, rows: int, device: str, amp: str, size_divisible: int = 128) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     torch.set_num_threads(2)
     for side in ("ours", "torchvision"):
-        step, _ = make_step(side, setting, device, amp if side == "ours" else "none")
+        step, _ = make_step(side, setting, device, amp if side == "ours" else "none", size_divisible=size_divisible)
         median_time(step, repeats=0, warmup=2)
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             step()
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
                                 args.ours_nchw, args.size_divisible, args.ours_size_divisible)))
         return 0
     if args.profile:
-        profile(args.profile, args.rows, args.device, args.amp)
+        profile(args.profile, args.rows, args.device, args.amp, args.size_divisible)
         return 0
     torch.set_num_threads(2)
     ref = f"torchvision {'amp ' + args.amp if args.amp_reference else 'fp32'}" + (" NHWC" if args.channels_last else "")
