@@ -1,7 +1,7 @@
 """How much faster than torchvision *can* float32 inference or training be on this CPU? The arithmetic bound.
 
     .venv/bin/python benchmarks/bench_arithmetic.py [--settings r18-320-b4,r50-512-b2] [--pairs 3]
-    .venv/bin/python benchmarks/bench_arithmetic.py --train --settings r18-320-b4 --size-divisible 32
+    .venv/bin/python benchmarks/bench_arithmetic.py --train --settings r18-320-b4
 
 Both RetinaNets (same architecture and weights, ``benchmarks/common.py``) do the same float32
 arithmetic: the convolutions are ~99 % of it, and any speed-up that keeps the numerics (folding,
@@ -22,8 +22,8 @@ This script measures how much of it there is left:
    ours would reach if everything else (post-processing, loss, element-wise work, the optimiser)
    took no time at all.
 
-Both pad to a multiple of ``--size-divisible`` (default 128, as the other model benchmarks; 32 is
-each library's default).
+Both pad to a multiple of ``--size-divisible`` (default 32, each library's default, as in the other
+model benchmarks).
 
 It prints each side's achieved GFLOP/s, the share of ours' time the arithmetic would take at the
 peak, and the **bound**: torchvision's time divided by the time of our FLOPs at the peak, i.e.
@@ -66,7 +66,7 @@ def best_rate(fn, flops: int, repeats: int = 5) -> float:
 
 
 @torch.inference_mode()
-def peak_rates(batch: int, size: int, size_divisible: int = 128) -> dict[str, float]:
+def peak_rates(batch: int, size: int, size_divisible: int = 32) -> dict[str, float]:
     """GFLOP/s of the head's 3 × 3, 256 → 256 convolution on the P3 map (stride 8 of the input padded
     to a multiple of ``size_divisible``) in both layouts, and of a 4096² matrix product."""
     side = -(-(-(-size // size_divisible) * size_divisible) // 8)
@@ -99,7 +99,7 @@ def convolution_share(run) -> float:
     return sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / total
 
 
-def measure(setting: str, pairs: int, train: bool = False, size_divisible: int = 128) -> None:
+def measure(setting: str, pairs: int, train: bool = False, size_divisible: int = 32) -> None:
     backbone, size, batch = SETTINGS[setting]
     if train:
         runs = {side: make_step(side, setting, size_divisible=size_divisible)[0] for side in ("ours", "torchvision")}
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--pairs", type=int, default=3, help="interleaved (ours, torchvision) pairs")
     parser.add_argument("--train", action="store_true", help="one training iteration instead of inference")
-    parser.add_argument("--size-divisible", type=int, default=128, help="both pad to a multiple of this")
+    parser.add_argument("--size-divisible", type=int, default=32, help="both pad to a multiple of this")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     print(machine_line())

@@ -40,7 +40,7 @@ GiB = 1024 ** 3
 
 
 def make_step(side: str, setting: str, device: str = "cpu", amp: str = "none", channels_last: bool = False,
-              ours_nchw: bool = False, size_divisible: int = 128, ours_size_divisible: int | None = None):
+              ours_nchw: bool = False, size_divisible: int = 32, ours_size_divisible: int | None = None):
     """A closure running one training iteration of ``side`` ("ours" or "torchvision")."""
     backbone, size, batch = SETTINGS[setting]
     ours, tv = build_pair(backbone, size, overrides=("runtime.channels_last=false",) if ours_nchw else (),
@@ -76,7 +76,7 @@ def make_step(side: str, setting: str, device: str = "cpu", amp: str = "none", c
 
 
 def worker(side: str, setting: str, steps: int, device: str, amp: str, channels_last: bool,
-           ours_nchw: bool = False, size_divisible: int = 128, ours_size_divisible: int | None = None) -> dict:
+           ours_nchw: bool = False, size_divisible: int = 32, ours_size_divisible: int | None = None) -> dict:
     """Run in a fresh process: time ``steps`` iterations after 1 warm-up; report time and memory."""
     torch.set_num_threads(2)
     step, batch = make_step(side, setting, device, amp, channels_last, ours_nchw, size_divisible,
@@ -129,7 +129,7 @@ def measure(setting: str, args) -> None:
           f"| {o_m:.2f} | {t_m:.2f} | {o_m / t_m:.2f} | {load_before} → {load_average()} |", flush=True)
 
 
-def profile(setting: str, rows: int, device: str, amp: str, size_divisible: int = 128) -> None:
+def profile(setting: str, rows: int, device: str, amp: str, size_divisible: int = 32) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     torch.set_num_threads(2)

@@ -6,12 +6,12 @@ layer1 frozen), FPN on C3–C5 with 256 channels, P6/P7 from P5 (torchvision v1;
 ``model.preset=torchvision_v1``, which also selects torchvision's anchor table and 300 detections),
 a 4 × 256 head, 9 anchors per location, ``num_classes`` sigmoid outputs, focal loss γ = 2, α = 0.25,
 L1 box loss. torchvision gets ``min_size = max_size = size`` so it never resizes. Both pad every input
-to a multiple of ``--size-divisible`` (default 128, P7's stride: ``size_divisible`` for torchvision,
-``data.size_divisibility`` for ours), so both run their convolutions on exactly the same tensor
-size, and torchvision's anchors are exact: it derives each level's stride as padded size // grid
-size, which is 106 instead of 128 for P7 on a 320-px input padded to 32. ``--size-divisible 32``
-(torchvision's, detectron2's and focaldet's default) compares the libraries as they ship;
-``--ours-size-divisible`` sets ours alone (128: focaldet before 2026-12-03).
+to a multiple of ``--size-divisible``: default 32, each library's default (torchvision's
+``size_divisible``, focaldet's ``data.size_divisibility``), so the ratios compare the libraries as
+they ship. 128 (P7's stride; the benchmarks' default before 2026-12-04) makes torchvision's anchors
+exact: it derives each level's stride as padded size // grid size, which is 106 instead of 128 for
+P7 on a 320-px input padded to 32 (the detection check still matched every box at 32).
+``--ours-size-divisible`` sets ours alone (128: focaldet's own padding before 2026-12-03).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ NUM_CLASSES = 80
 
 
 def build_torchvision(backbone: str, size: int, num_classes: int = NUM_CLASSES,
-                      size_divisible: int = 128) -> TVRetinaNet:
+                      size_divisible: int = 32) -> TVRetinaNet:
     """torchvision RetinaNet with our architecture choices (see the module docstring)."""
     resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=FrozenBatchNorm2d)
     body = _resnet_fpn_extractor(resnet, trainable_layers=3, returned_layers=[2, 3, 4],
@@ -57,7 +57,7 @@ def build_ours(backbone: str, num_classes: int = NUM_CLASSES, overrides: tuple[s
 
 
 def build_pair(backbone: str, size: int, num_classes: int = NUM_CLASSES, cls_bias: float | None = None,
-               overrides: tuple[str, ...] = (), size_divisible: int = 128, ours_size_divisible: int | None = None):
+               overrides: tuple[str, ...] = (), size_divisible: int = 32, ours_size_divisible: int | None = None):
     """(ours, torchvision) with identical weights (torchvision's init copied into ours).
     ``cls_bias`` overrides the class-output bias of both (e.g. 0.0 so every candidate passes the
     0.05 score threshold: the worst case for post-processing); ``overrides`` are config
@@ -188,8 +188,8 @@ def add_model_bench_arguments(parser, pairs: int, pairs_help: str) -> None:
     parser.add_argument("--channels-last", action="store_true", help="torchvision's weights in channels_last too")
     parser.add_argument("--profile", metavar="SETTING", help="print torch.profiler's top ops for both sides")
     parser.add_argument("--rows", type=int, default=15)
-    parser.add_argument("--size-divisible", type=int, default=128,
-                        help="both pad to a multiple of this (default 128: the same tensors and exact torchvision "
-                             "anchors; 32: each library's default)")
+    parser.add_argument("--size-divisible", type=int, default=32,
+                        help="both pad to a multiple of this (default 32: each library's default; 128: exact "
+                             "torchvision anchors)")
     parser.add_argument("--ours-size-divisible", type=int, default=None,
                         help="ours alone pads to a multiple of this (default: --size-divisible)")
