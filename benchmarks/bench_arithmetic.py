@@ -8,10 +8,10 @@ arithmetic: the convolutions are ~99 % of it, and any speed-up that keeps the nu
 layout, fewer operator calls, one NMS) can only remove the time spent *outside* that arithmetic.
 This script measures how much of it there is left:
 
-1. the FLOPs of one inference batch of each model (``--train``: of one training iteration, forward,
-   loss, backward and SGD step, as ``bench_train_step.py`` runs it; the backward's convolutions are
-   counted too) (``torch.utils.flop_counter.FlopCounterMode``:
-   2 per multiply-add of the convolutions and matrix products);
+1. the FLOPs of one inference batch of each model, or with ``--train`` of one training iteration
+   (forward, loss, backward and SGD step, as ``bench_train_step.py`` runs it), counted by
+   ``torch.utils.flop_counter.FlopCounterMode``: 2 per multiply-add of the convolutions and matrix
+   products, the backward's included;
 2. the fastest float32 rate this CPU sustains on the model's own dominant convolution (a head
    layer, 3 × 3, 256 → 256 channels, on the P3 map of the batch, NHWC and NCHW) and on one large
    matrix product, with the benchmark's two threads; the best of them is the "peak" here (a
@@ -33,6 +33,7 @@ here could show (a faster algorithm, e.g. Winograd or reduced precision, changes
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -69,7 +70,8 @@ def best_rate(fn, flops: int, repeats: int = 5) -> float:
 def peak_rates(batch: int, size: int, size_divisible: int = 32) -> dict[str, float]:
     """GFLOP/s of the head's 3 × 3, 256 → 256 convolution on the P3 map (stride 8 of the input padded
     to a multiple of ``size_divisible``) in both layouts, and of a 4096² matrix product."""
-    side = -(-(-(-size // size_divisible) * size_divisible) // 8)
+    padded = math.ceil(size / size_divisible) * size_divisible
+    side = math.ceil(padded / 8)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 256, side, side, generator=g)
     w = torch.randn(256, 256, 3, 3, generator=g) * 0.02
